@@ -1,0 +1,76 @@
+//! The library's error type: every failure names the input it concerns and why it failed.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong inside the pneumo library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("`{path}`: {source}")]
+    Io {
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// An image could not be decoded or is not acceptable as input.
+    #[error("`{input}`: {reason}")]
+    Image {
+        /// The image concerned (a path, or a description such as "upload").
+        input: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// A dataset folder does not have the expected layout or content.
+    #[error("dataset `{path}`: {reason}")]
+    Dataset {
+        /// The dataset root or sub-folder concerned.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A model bundle is missing, malformed, or does not match this build of pneumo.
+    #[error("model bundle `{path}`: {reason}")]
+    Bundle {
+        /// The bundle folder, or `<built-in>` for the compiled-in default.
+        path: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// Metrics cannot be computed from the given scores and labels.
+    #[error("metrics: {0}")]
+    Metrics(String),
+
+    /// A configuration value is out of range or inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// Training stopped because of an unrecoverable condition.
+    #[error("training: {0}")]
+    Training(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// An image error for `input` with a human-readable reason.
+    pub fn image(input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Image {
+            input: input.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,300 @@
+//! The `pneumo` command line: a thin layer over the library that parses arguments, sets up
+//! logging and turns results into output and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use burn::prelude::Device;
+use clap::{Parser, Subcommand};
+use pneumo::bundle::Bundle;
+use pneumo::evaluation::{self, SplitChoice};
+use pneumo::inference::{Classifier, collect_inputs};
+use pneumo::metrics::{Metrics, ThresholdRule};
+use pneumo::training::{self, Balance, TrainConfig};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Tell pneumonia from normal in pediatric chest X-rays: train, evaluate, predict.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify images (files or folders of JPEG/PNG) as NORMAL or PNEUMONIA.
+    Predict {
+        /// Image files, or folders searched for images.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Model bundle folder; the built-in model if absent.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// One JSON object per image instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a model once over a split of a dataset, at its stored threshold.
+    Evaluate {
+        /// Dataset root holding train/, val/ and/or test/.
+        data_dir: PathBuf,
+        /// Model bundle folder; the built-in model if absent.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Which images: an official split folder, or the card's child-grouped validation split.
+        #[arg(long, value_enum, default_value = "test")]
+        split: SplitChoice,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a model from scratch on DATA_DIR/train (validation carved out by child).
+    Train {
+        /// Dataset root holding train/ (and optionally val/).
+        data_dir: PathBuf,
+        /// Run folder for checkpoints, logs and the final bundle (`OUT/model`).
+        #[arg(long, default_value = "runs/latest")]
+        out: PathBuf,
+        /// JSON file of training settings; fields left out keep their defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Continue the run in OUT from its last finished epoch.
+        #[arg(long)]
+        resume: bool,
+        /// Override: most epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Override: random seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Override: side of the square input in pixels.
+        #[arg(long)]
+        input_size: Option<u32>,
+        /// Override: class-imbalance strategy.
+        #[arg(long, value_enum)]
+        balance: Option<BalanceArg>,
+        /// Choose the threshold for this validation sensitivity instead of Youden's J.
+        #[arg(long)]
+        target_sensitivity: Option<f64>,
+    },
+    /// Print the model card of a bundle (the built-in one if no --model).
+    Card {
+        /// Model bundle folder; the built-in model if absent.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
+
+/// Command-line names of [`Balance`].
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BalanceArg {
+    None,
+    ClassWeights,
+    Sampling,
+}
+
+impl From<BalanceArg> for Balance {
+    fn from(arg: BalanceArg) -> Self {
+        match arg {
+            BalanceArg::None => Balance::None,
+            BalanceArg::ClassWeights => Balance::ClassWeights,
+            BalanceArg::Sampling => Balance::Sampling,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let log_file = match &cli.command {
+        Command::Train { out, .. } => Some(out.join("train.log")),
+        _ => None,
+    };
+    if let Err(e) = init_logging(cli.verbose, log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr and, for training, to the run's log file as well.
+fn init_logging(verbose: u8, file: Option<&Path>) -> anyhow::Result<()> {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pneumo={level},warn")));
+
+    let file_layer = match file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log file {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(filter()),
+            )
+        }
+        None => None,
+    };
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()))
+        .with(file_layer)
+        .try_init()
+        .context("setting up logging")
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Predict { paths, model, json } => predict(&paths, model.as_deref(), json),
+        Command::Evaluate {
+            data_dir,
+            model,
+            split,
+            json,
+        } => evaluate(&data_dir, model.as_deref(), split, json),
+        Command::Train {
+            data_dir,
+            out,
+            config,
+            resume,
+            epochs,
+            seed,
+            input_size,
+            balance,
+            target_sensitivity,
+        } => {
+            let mut settings = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text).with_context(|| format!("{} is not a training config", path.display()))?
+                }
+                None if resume && out.join("config.json").is_file() => {
+                    let path = out.join("config.json");
+                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text).with_context(|| format!("{} is not a training config", path.display()))?
+                }
+                None => TrainConfig::default(),
+            };
+            if let Some(epochs) = epochs {
+                settings.epochs = epochs;
+            }
+            if let Some(seed) = seed {
+                settings.seed = seed;
+            }
+            if let Some(size) = input_size {
+                settings.input_size = size;
+            }
+            if let Some(balance) = balance {
+                settings.balance = balance.into();
+            }
+            if let Some(target) = target_sensitivity {
+                settings.threshold_rule = ThresholdRule::Sensitivity { target };
+            }
+            train(&data_dir, &out, &settings, resume)
+        }
+        Command::Card { model } => {
+            let bundle = Bundle::load_or_builtin(model.as_deref())?;
+            println!("{}", serde_json::to_string_pretty(&bundle.card)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `pneumo predict`: every readable image gets an answer; unreadable ones are reported and make
+/// the exit code non-zero.
+fn predict(paths: &[PathBuf], model: Option<&Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let bundle = Bundle::load_or_builtin(model)?;
+    let classifier = Classifier::new(&bundle, &Device::flex())?;
+    let files = collect_inputs(paths)?;
+    if files.is_empty() {
+        bail!("no image files found in the given paths");
+    }
+
+    if !json {
+        println!("{:<60} {:<10} {:>11} {:>9}", "image", "label", "probability", "threshold");
+    }
+    let mut failures = 0;
+    for result in classifier.predict_files(&files) {
+        match result {
+            Ok(p) if json => println!("{}", serde_json::to_string(&p)?),
+            Ok(p) => println!("{:<60} {:<10} {:>11.4} {:>9.4}", p.path, p.label, p.probability, p.threshold),
+            Err(e) => {
+                failures += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+
+    if failures > 0 {
+        eprintln!("{failures} of {} images could not be classified", files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pneumo evaluate`: the frozen bundle, once over the chosen images, at its stored threshold.
+fn evaluate(data_dir: &Path, model: Option<&Path>, split: SplitChoice, json: bool) -> anyhow::Result<ExitCode> {
+    let bundle = Bundle::load_or_builtin(model)?;
+    let classifier = Classifier::new(&bundle, &Device::flex())?;
+    let images = evaluation::images_of(data_dir, split, &classifier)?;
+    let scored = evaluation::score(&classifier, &images)?;
+    let metrics = evaluation::metrics_of(&classifier, &scored)?;
+
+    if json {
+        println!("{}", serde_json::to_string(&metrics)?);
+    } else {
+        print_metrics(&metrics, &bundle.card.model_id);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints metrics as a small table with the confusion matrix.
+fn print_metrics(m: &Metrics, model_id: &str) {
+    println!("model       {model_id}");
+    println!("images      {}", m.n);
+    println!("threshold   {:.4}", m.threshold);
+    println!("AUC         {:.4}", m.auc);
+    println!("accuracy    {:.4}", m.accuracy);
+    println!("sensitivity {:.4}", m.sensitivity);
+    println!("specificity {:.4}", m.specificity);
+    println!("precision   {:.4}", m.precision);
+    println!("F1          {:.4}", m.f1);
+    println!();
+    println!("                 called NORMAL  called PNEUMONIA");
+    println!("true NORMAL      {:>13}  {:>16}", m.tn, m.fp);
+    println!("true PNEUMONIA   {:>13}  {:>16}", m.fn_, m.tp);
+}
+
+/// `pneumo train`.
+fn train(data_dir: &Path, out: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result<ExitCode> {
+    let outcome = training::train(data_dir, out, config, resume)?;
+    let card = &outcome.bundle.card;
+    println!("bundle      {}", outcome.bundle_dir.display());
+    println!("best epoch  {} of {}", card.best_epoch, card.epochs_run);
+    println!("temperature {:.3}", card.temperature);
+    print_metrics(&card.validation, &card.model_id);
+    Ok(ExitCode::SUCCESS)
+}
