@@ -73,7 +73,11 @@ impl AugmentConfig {
         let zoom_xy = (zoom * stretch.sqrt(), zoom / stretch.sqrt());
         let mut out = affine(pixels, size, angle, zoom_xy, shift_x, shift_y);
 
-        let sigma = if self.blur > 0.0 { rng.random_range(0.0..=self.blur) } else { 0.0 };
+        let sigma = if self.blur > 0.0 {
+            rng.random_range(0.0..=self.blur)
+        } else {
+            0.0
+        };
         gaussian_blur(&mut out, size, sigma);
 
         let brightness = symmetric(rng, self.brightness);
@@ -218,7 +222,9 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     fn ramp(size: usize) -> Vec<f32> {
-        (0..size * size).map(|i| (i % size) as f32 / size as f32).collect()
+        (0..size * size)
+            .map(|i| (i % size) as f32 / size as f32)
+            .collect()
     }
 
     #[test]
@@ -249,7 +255,9 @@ mod tests {
 
     #[test]
     fn blur_keeps_the_mean_and_smooths_an_edge() {
-        let mut image: Vec<f32> = (0..16 * 16).map(|i| if i % 16 < 8 { 0.0 } else { 1.0 }).collect();
+        let mut image: Vec<f32> = (0..16 * 16)
+            .map(|i| if i % 16 < 8 { 0.0 } else { 1.0 })
+            .collect();
         let mean_before: f32 = image.iter().sum::<f32>() / 256.0;
         gaussian_blur(&mut image, 16, 1.0);
         let mean_after: f32 = image.iter().sum::<f32>() / 256.0;
@@ -275,6 +283,9 @@ mod tests {
         let c = config.apply(&image, 32, &mut ChaCha8Rng::seed_from_u64(4));
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(AugmentConfig::none().apply(&image, 32, &mut ChaCha8Rng::seed_from_u64(3)), image);
+        assert_eq!(
+            AugmentConfig::none().apply(&image, 32, &mut ChaCha8Rng::seed_from_u64(3)),
+            image
+        );
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::write_atomic;
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, ThresholdRule};
+use crate::metrics::{Metrics, ThresholdRule, UncertainBand};
 use crate::model::{NetConfig, PneumoNet};
 use crate::preprocess::Preprocessing;
 use crate::training::TrainConfig;
@@ -55,6 +55,8 @@ pub struct Card {
     pub threshold_rule: ThresholdRule,
     /// Temperature dividing the logit before the sigmoid (calibration fitted on validation).
     pub temperature: f32,
+    /// Calibrated probabilities inside this band are flagged "uncertain — refer".
+    pub uncertain_band: UncertainBand,
     /// The full training configuration, seed included.
     pub training: TrainConfig,
     /// What the model was trained and validated on.
@@ -96,10 +98,13 @@ pub struct Bundle {
 impl Bundle {
     /// Creates a bundle from a trained network and its card.
     pub fn from_model(model: PneumoNet, card: Card) -> Result<Self> {
-        let record = model.into_record().into_bytes().map_err(|e| Error::Bundle {
-            path: card.model_id.clone(),
-            reason: format!("cannot serialise weights: {e}"),
-        })?;
+        let record = model
+            .into_record()
+            .into_bytes()
+            .map_err(|e| Error::Bundle {
+                path: card.model_id.clone(),
+                reason: format!("cannot serialise weights: {e}"),
+            })?;
         Ok(Self {
             card,
             record,
@@ -191,12 +196,24 @@ fn check_card(card: &Card) -> std::result::Result<(), String> {
         ));
     }
     card.network.check().map_err(|e| e.to_string())?;
-    card.preprocessing.check_supported().map_err(|e| e.to_string())?;
+    card.preprocessing
+        .check_supported()
+        .map_err(|e| e.to_string())?;
     if card.classes != ["NORMAL", "PNEUMONIA"] {
-        return Err(format!("classes {:?} are not [NORMAL, PNEUMONIA]", card.classes));
+        return Err(format!(
+            "classes {:?} are not [NORMAL, PNEUMONIA]",
+            card.classes
+        ));
     }
     if !(card.threshold > 0.0 && card.threshold < 1.0) {
         return Err(format!("threshold {} is not in (0, 1)", card.threshold));
+    }
+    let band = &card.uncertain_band;
+    if !(band.low <= card.threshold && card.threshold <= band.high) {
+        return Err(format!(
+            "uncertain band [{}, {}] does not contain the threshold {}",
+            band.low, band.high, card.threshold
+        ));
     }
     if !(card.temperature > 0.0 && card.temperature.is_finite()) {
         return Err(format!("temperature {} is not positive", card.temperature));
@@ -215,9 +232,14 @@ mod builtin {
 
     use super::*;
 
-    const CARD: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/card.json"));
-    const WEIGHTS: &[u8] =
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default/weights.bpk"));
+    const CARD: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/default/card.json"
+    ));
+    const WEIGHTS: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/default/weights.bpk"
+    ));
 
     /// Loads the compiled-in bundle.
     pub fn load() -> Result<Bundle> {

@@ -78,7 +78,9 @@ pub struct Sample {
 /// since the `NORMAL2-` prefix marks a later batch of the same numbering and merging is the
 /// safe side for a split that must not leak.
 pub fn child_of(file_name: &str) -> Option<String> {
-    let stem = file_name.rsplit_once('.').map_or(file_name, |(stem, _)| stem);
+    let stem = file_name
+        .rsplit_once('.')
+        .map_or(file_name, |(stem, _)| stem);
 
     if let Some(rest) = stem.strip_prefix("person") {
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
@@ -297,15 +299,24 @@ mod tests {
 
     #[test]
     fn child_comes_from_pneumonia_file_names() {
-        assert_eq!(child_of("person12_bacteria_47.jpeg").as_deref(), Some("person12"));
+        assert_eq!(
+            child_of("person12_bacteria_47.jpeg").as_deref(),
+            Some("person12")
+        );
         assert_eq!(child_of("person3_virus_9.jpeg").as_deref(), Some("person3"));
-        assert_eq!(child_of("person447_virus_921_1.jpeg").as_deref(), Some("person447"));
+        assert_eq!(
+            child_of("person447_virus_921_1.jpeg").as_deref(),
+            Some("person447")
+        );
     }
 
     #[test]
     fn child_comes_from_normal_file_names_with_or_without_batch_prefix() {
         assert_eq!(child_of("IM-0115-0001.jpeg").as_deref(), Some("IM-115"));
-        assert_eq!(child_of("NORMAL2-IM-0115-0002.jpeg").as_deref(), Some("IM-115"));
+        assert_eq!(
+            child_of("NORMAL2-IM-0115-0002.jpeg").as_deref(),
+            Some("IM-115")
+        );
         assert_eq!(child_of("IM-1427-0001.png").as_deref(), Some("IM-1427"));
     }
 
@@ -361,8 +372,14 @@ mod tests {
 
         let normal_share = val_normal as f64 / normal as f64;
         let pneumonia_share = val_pneumonia as f64 / pneumonia as f64;
-        assert!((normal_share - 0.2).abs() < 0.06, "normal share {normal_share}");
-        assert!((pneumonia_share - 0.2).abs() < 0.06, "pneumonia share {pneumonia_share}");
+        assert!(
+            (normal_share - 0.2).abs() < 0.06,
+            "normal share {normal_share}"
+        );
+        assert!(
+            (pneumonia_share - 0.2).abs() < 0.06,
+            "pneumonia share {pneumonia_share}"
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ pub struct Scored {
 }
 
 /// Lists the labelled images of `split` under `root`.
-pub fn images_of(root: &Path, split: SplitChoice, classifier: &Classifier) -> Result<Vec<(PathBuf, Label)>> {
+pub fn images_of(
+    root: &Path,
+    split: SplitChoice,
+    classifier: &Classifier,
+) -> Result<Vec<(PathBuf, Label)>> {
     data::check_root(root)?;
     let folder = match split {
         SplitChoice::Test => "test",

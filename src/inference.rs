@@ -36,6 +36,9 @@ pub struct Prediction {
     pub probability: f32,
     /// The threshold the label was decided at.
     pub threshold: f32,
+    /// True when the probability lies in the model's "uncertain — refer" band: a person
+    /// should read this image.
+    pub uncertain: bool,
     /// The model's identifier.
     pub model: String,
 }
@@ -62,7 +65,12 @@ impl Classifier {
 
     /// Raw logits for preprocessed inputs (each `size * size` values), in batches.
     pub fn logits(&self, inputs: &[Vec<f32>]) -> Vec<f32> {
-        logits_of(&self.model, inputs, self.card.preprocessing.input_size as usize, &self.device)
+        logits_of(
+            &self.model,
+            inputs,
+            self.card.preprocessing.input_size as usize,
+            &self.device,
+        )
     }
 
     /// Calibrated probabilities of pneumonia for preprocessed inputs.
@@ -83,8 +91,10 @@ impl Classifier {
                 .par_iter()
                 .map(|p| self.card.preprocessing.load_file(p))
                 .collect();
-            let inputs: Vec<Vec<f32>> =
-                decoded.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+            let inputs: Vec<Vec<f32>> = decoded
+                .iter()
+                .filter_map(|r| r.as_ref().ok().cloned())
+                .collect();
             let mut probabilities = self.probabilities(&inputs).into_iter();
 
             for (path, decoded) in chunk.iter().zip(decoded) {
@@ -116,6 +126,7 @@ impl Classifier {
             label: label.into(),
             probability,
             threshold: self.card.threshold,
+            uncertain: self.card.uncertain_band.contains(probability),
             model: self.card.model_id.clone(),
         }
     }
@@ -129,7 +140,8 @@ pub fn logits_of(model: &PneumoNet, inputs: &[Vec<f32>], size: usize, device: &D
         for image in chunk {
             flat.extend_from_slice(image);
         }
-        let batch = Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 1, size, size]), device);
+        let batch =
+            Tensor::<4>::from_data(TensorData::new(flat, [chunk.len(), 1, size, size]), device);
         let out = model.forward(batch).into_data();
         logits.extend(out.iter::<f32>());
     }

@@ -138,12 +138,16 @@ fn init_logging(verbose: u8, file: Option<&Path>) -> anyhow::Result<()> {
         1 => "debug",
         _ => "trace",
     };
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pneumo={level},warn")));
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("pneumo={level},warn")))
+    };
 
     let file_layer = match file {
         Some(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
             }
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -160,7 +164,11 @@ fn init_logging(verbose: u8, file: Option<&Path>) -> anyhow::Result<()> {
         None => None,
     };
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter()),
+        )
         .with(file_layer)
         .try_init()
         .context("setting up logging")
@@ -188,13 +196,17 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let mut settings = match config {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    serde_json::from_str(&text).with_context(|| format!("{} is not a training config", path.display()))?
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a training config", path.display()))?
                 }
                 None if resume && out.join("config.json").is_file() => {
                     let path = out.join("config.json");
-                    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-                    serde_json::from_str(&text).with_context(|| format!("{} is not a training config", path.display()))?
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a training config", path.display()))?
                 }
                 None => TrainConfig::default(),
             };
@@ -234,13 +246,23 @@ fn predict(paths: &[PathBuf], model: Option<&Path>, json: bool) -> anyhow::Resul
     }
 
     if !json {
-        println!("{:<60} {:<10} {:>11} {:>9}", "image", "label", "probability", "threshold");
+        println!(
+            "{:<60} {:<10} {:>11} {:>9}  note",
+            "image", "label", "probability", "threshold"
+        );
     }
     let mut failures = 0;
     for result in classifier.predict_files(&files) {
         match result {
             Ok(p) if json => println!("{}", serde_json::to_string(&p)?),
-            Ok(p) => println!("{:<60} {:<10} {:>11.4} {:>9.4}", p.path, p.label, p.probability, p.threshold),
+            Ok(p) => println!(
+                "{:<60} {:<10} {:>11.4} {:>9.4}  {}",
+                p.path,
+                p.label,
+                p.probability,
+                p.threshold,
+                if p.uncertain { "uncertain: refer" } else { "" }
+            ),
             Err(e) => {
                 failures += 1;
                 eprintln!("error: {e}");
@@ -249,14 +271,22 @@ fn predict(paths: &[PathBuf], model: Option<&Path>, json: bool) -> anyhow::Resul
     }
 
     if failures > 0 {
-        eprintln!("{failures} of {} images could not be classified", files.len());
+        eprintln!(
+            "{failures} of {} images could not be classified",
+            files.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `pneumo evaluate`: the frozen bundle, once over the chosen images, at its stored threshold.
-fn evaluate(data_dir: &Path, model: Option<&Path>, split: SplitChoice, json: bool) -> anyhow::Result<ExitCode> {
+fn evaluate(
+    data_dir: &Path,
+    model: Option<&Path>,
+    split: SplitChoice,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::load_or_builtin(model)?;
     let classifier = Classifier::new(&bundle, &Device::flex())?;
     let images = evaluation::images_of(data_dir, split, &classifier)?;
@@ -289,12 +319,25 @@ fn print_metrics(m: &Metrics, model_id: &str) {
 }
 
 /// `pneumo train`.
-fn train(data_dir: &Path, out: &Path, config: &TrainConfig, resume: bool) -> anyhow::Result<ExitCode> {
+fn train(
+    data_dir: &Path,
+    out: &Path,
+    config: &TrainConfig,
+    resume: bool,
+) -> anyhow::Result<ExitCode> {
     let outcome = training::train(data_dir, out, config, resume)?;
     let card = &outcome.bundle.card;
     println!("bundle      {}", outcome.bundle_dir.display());
     println!("best epoch  {} of {}", card.best_epoch, card.epochs_run);
     println!("temperature {:.3}", card.temperature);
+    let band = &card.uncertain_band;
+    println!(
+        "refer band  ({:.4}, {:.4}): {:.1}% of validation, accuracy outside {:.4}",
+        band.low,
+        band.high,
+        100.0 * band.validation_share,
+        band.validation_accuracy_outside
+    );
     print_metrics(&card.validation, &card.model_id);
     Ok(ExitCode::SUCCESS)
 }

@@ -267,6 +267,82 @@ fn youden_threshold(scores: &[f32], labels: &[bool], distinct: &[f32]) -> f32 {
     }
 }
 
+/// The "uncertain — refer" band around the threshold: predictions inside it are flagged for a
+/// person to read instead of being trusted as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct UncertainBand {
+    /// Lower edge, as a probability of pneumonia (exclusive).
+    pub low: f32,
+    /// Upper edge, as a probability of pneumonia (exclusive).
+    pub high: f32,
+    /// The validation accuracy outside the band that the band was widened to reach.
+    pub target_accuracy: f64,
+    /// Share of validation images that fell inside the band.
+    pub validation_share: f64,
+    /// Validation accuracy of the images outside the band.
+    pub validation_accuracy_outside: f64,
+}
+
+impl UncertainBand {
+    /// Whether a probability falls inside the band.
+    pub fn contains(&self, probability: f32) -> bool {
+        probability > self.low && probability < self.high
+    }
+}
+
+/// Largest share of validation images the band may flag; past it the band stops widening even
+/// if the accuracy target is not met, since a tool that refers everything is no tool.
+pub const MAX_UNCERTAIN_SHARE: f64 = 0.25;
+
+/// Chooses the narrowest band, symmetric about `threshold` in logit space, outside which the
+/// validation accuracy reaches `target_accuracy` (widening in steps of 0.05 logit, and never
+/// past [`MAX_UNCERTAIN_SHARE`] of the images).
+pub fn choose_uncertain_band(
+    scores: &[f32],
+    labels: &[bool],
+    threshold: f32,
+    target_accuracy: f64,
+) -> Result<UncertainBand> {
+    check_inputs(scores, labels)?;
+    let centre = logit(threshold);
+    let mut chosen: Option<UncertainBand> = None;
+
+    for step in 0..=200 {
+        let half_width = step as f32 * 0.05;
+        let band = UncertainBand {
+            low: sigmoid(centre - half_width),
+            high: sigmoid(centre + half_width),
+            target_accuracy,
+            validation_share: 0.0,
+            validation_accuracy_outside: 0.0,
+        };
+        let (mut inside, mut right, mut outside) = (0usize, 0usize, 0usize);
+        for (&s, &l) in scores.iter().zip(labels) {
+            if band.contains(s) {
+                inside += 1;
+            } else {
+                outside += 1;
+                right += usize::from((s >= threshold) == l);
+            }
+        }
+        let share = inside as f64 / scores.len() as f64;
+        if share > MAX_UNCERTAIN_SHARE {
+            break;
+        }
+        let accuracy = ratio(right, outside);
+        chosen = Some(UncertainBand {
+            validation_share: share,
+            validation_accuracy_outside: accuracy,
+            ..band
+        });
+        if accuracy >= target_accuracy {
+            break;
+        }
+    }
+
+    chosen.ok_or_else(|| Error::Metrics("no uncertain band fits the validation scores".into()))
+}
+
 /// Log-odds of a probability, clamped away from 0 and 1.
 pub fn logit(p: f32) -> f32 {
     let p = p.clamp(1e-6, 1.0 - 1e-6);
@@ -379,17 +455,46 @@ mod tests {
         let t = choose_threshold(&scores, &labels, ThresholdRule::Youden).unwrap();
         let c = Confusion::at(&scores, &labels, t);
         // Best J is 1 - 1/4 = 0.75 (one false positive at 0.6).
-        assert!((c.sensitivity() + c.specificity() - 1.75).abs() < 1e-9, "{t} {c:?}");
+        assert!(
+            (c.sensitivity() + c.specificity() - 1.75).abs() < 1e-9,
+            "{t} {c:?}"
+        );
     }
 
     #[test]
     fn sensitivity_rule_reaches_the_target_with_the_highest_threshold() {
         let scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95];
-        let labels = [false, true, false, true, false, true, true, true, true, true];
+        let labels = [
+            false, true, false, true, false, true, true, true, true, true,
+        ];
         let rule = ThresholdRule::Sensitivity { target: 0.85 };
         let t = choose_threshold(&scores, &labels, rule).unwrap();
         assert_eq!(t, 0.4);
         assert!(Confusion::at(&scores, &labels, t).sensitivity() >= 0.85);
+    }
+
+    #[test]
+    fn uncertain_band_widens_until_the_outside_is_accurate() {
+        // Errors sit close to the threshold 0.5: at 0.45 (a positive) and 0.55 (a negative).
+        let scores = [0.05, 0.1, 0.2, 0.55, 0.45, 0.8, 0.9, 0.95, 0.97, 0.99];
+        let labels = [
+            false, false, false, false, true, true, true, true, true, true,
+        ];
+        let band = choose_uncertain_band(&scores, &labels, 0.5, 0.99).unwrap();
+        assert!(band.contains(0.45) && band.contains(0.55), "{band:?}");
+        assert!(!band.contains(0.2) && !band.contains(0.8), "{band:?}");
+        assert_eq!(band.validation_accuracy_outside, 1.0);
+        assert!((band.validation_share - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn uncertain_band_never_flags_more_than_the_cap() {
+        // Hopelessly mixed scores: the band stops at the cap instead of swallowing everything.
+        let scores: Vec<f32> = (0..100).map(|i| 0.3 + 0.004 * i as f32).collect();
+        let labels: Vec<bool> = (0..100).map(|i| i % 2 == 0).collect();
+        let band = choose_uncertain_band(&scores, &labels, 0.5, 0.99).unwrap();
+        assert!(band.validation_share <= MAX_UNCERTAIN_SHARE);
+        assert!(band.validation_accuracy_outside < 0.99);
     }
 
     #[test]

@@ -155,7 +155,9 @@ impl PneumoNet {
     pub fn features(&self, images: Tensor<4>) -> Tensor<4> {
         let mut x = images;
         for stage in &self.stages {
-            x = self.activation.forward(stage.norm.forward(stage.conv.forward(x)));
+            x = self
+                .activation
+                .forward(stage.norm.forward(stage.conv.forward(x)));
             if stage.pooled {
                 x = stage.pool.forward(x);
             }
@@ -196,7 +198,10 @@ mod tests {
 
         // burn also counts batch norm's running mean and variance, which are not trained.
         let running_statistics: usize = 2 * config.widths.iter().sum::<usize>();
-        assert_eq!(config.parameter_count() + running_statistics, model.num_params());
+        assert_eq!(
+            config.parameter_count() + running_statistics,
+            model.num_params()
+        );
     }
 
     #[test]

@@ -162,7 +162,11 @@ pub fn normalize(pixels: &mut [f32]) {
     }
     let n = pixels.len() as f64;
     let mean = pixels.iter().map(|&p| p as f64).sum::<f64>() / n;
-    let variance = pixels.iter().map(|&p| (p as f64 - mean).powi(2)).sum::<f64>() / n;
+    let variance = pixels
+        .iter()
+        .map(|&p| (p as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let std = variance.sqrt().max(1e-3);
     for p in pixels.iter_mut() {
         *p = ((*p as f64 - mean) / std) as f32;
@@ -176,14 +180,20 @@ mod tests {
 
     fn encode(image: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut bytes = Vec::new();
-        image.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+        image
+            .write_to(&mut Cursor::new(&mut bytes), format)
+            .unwrap();
         bytes
     }
 
     #[test]
     fn odd_shapes_are_squashed_to_the_square_input() {
-        let wide = DynamicImage::ImageLuma8(ImageBuffer::from_fn(300, 100, |x, _| Luma([(x * 255 / 299) as u8])));
-        let pixels = Preprocessing::new(64).load_bytes(&encode(wide, ImageFormat::Png), "wide").unwrap();
+        let wide = DynamicImage::ImageLuma8(ImageBuffer::from_fn(300, 100, |x, _| {
+            Luma([(x * 255 / 299) as u8])
+        }));
+        let pixels = Preprocessing::new(64)
+            .load_bytes(&encode(wide, ImageFormat::Png), "wide")
+            .unwrap();
         assert_eq!(pixels.len(), 64 * 64);
 
         // The squash keeps the left-to-right ramp across the whole width.
@@ -193,16 +203,24 @@ mod tests {
 
     #[test]
     fn output_is_standardised() {
-        let image = DynamicImage::ImageLuma8(ImageBuffer::from_fn(50, 70, |x, y| Luma([(x * 3 + y) as u8])));
-        let pixels = Preprocessing::new(32).load_bytes(&encode(image, ImageFormat::Png), "img").unwrap();
+        let image = DynamicImage::ImageLuma8(ImageBuffer::from_fn(50, 70, |x, y| {
+            Luma([(x * 3 + y) as u8])
+        }));
+        let pixels = Preprocessing::new(32)
+            .load_bytes(&encode(image, ImageFormat::Png), "img")
+            .unwrap();
         let mean = pixels.iter().sum::<f32>() / pixels.len() as f32;
         let var = pixels.iter().map(|p| (p - mean).powi(2)).sum::<f32>() / pixels.len() as f32;
-        assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "{mean} {var}");
+        assert!(
+            mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3,
+            "{mean} {var}"
+        );
     }
 
     #[test]
     fn sixteen_bit_gray_keeps_its_range() {
-        let image = DynamicImage::ImageLuma16(ImageBuffer::from_fn(8, 8, |x, _| Luma([x as u16 * 8000])));
+        let image =
+            DynamicImage::ImageLuma16(ImageBuffer::from_fn(8, 8, |x, _| Luma([x as u16 * 8000])));
         let gray = decode_gray(&encode(image, ImageFormat::Png), "16-bit").unwrap();
         let value = gray.get_pixel(7, 0).0[0];
         assert!((value - 56000.0 / 65535.0).abs() < 1e-4, "{value}");
@@ -217,7 +235,8 @@ mod tests {
 
     #[test]
     fn jpeg_decodes() {
-        let image = DynamicImage::ImageLuma8(ImageBuffer::from_fn(40, 30, |x, _| Luma([x as u8 * 5])));
+        let image =
+            DynamicImage::ImageLuma8(ImageBuffer::from_fn(40, 30, |x, _| Luma([x as u8 * 5])));
         let pixels = Preprocessing::new(16).load_bytes(&encode(image, ImageFormat::Jpeg), "jpeg");
         assert_eq!(pixels.unwrap().len(), 256);
     }
@@ -225,17 +244,30 @@ mod tests {
     #[test]
     fn hostile_inputs_get_clear_errors() {
         let empty = decode_gray(&[], "empty.png").unwrap_err().to_string();
-        assert!(empty.contains("empty.png") && empty.contains("empty file"), "{empty}");
+        assert!(
+            empty.contains("empty.png") && empty.contains("empty file"),
+            "{empty}"
+        );
 
-        let text = decode_gray(b"hello, not an image", "notes.png").unwrap_err().to_string();
-        assert!(text.contains("notes.png") && text.contains("not a recognised image"), "{text}");
+        let text = decode_gray(b"hello, not an image", "notes.png")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("notes.png") && text.contains("not a recognised image"),
+            "{text}"
+        );
 
         let good = encode(
             DynamicImage::ImageLuma8(ImageBuffer::from_pixel(64, 64, Luma([9]))),
             ImageFormat::Jpeg,
         );
-        let truncated = decode_gray(&good[..good.len() / 2], "cut.jpeg").unwrap_err().to_string();
-        assert!(truncated.contains("cut.jpeg") && truncated.contains("cannot decode"), "{truncated}");
+        let truncated = decode_gray(&good[..good.len() / 2], "cut.jpeg")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            truncated.contains("cut.jpeg") && truncated.contains("cannot decode"),
+            "{truncated}"
+        );
 
         let huge = encode(
             DynamicImage::ImageLuma8(ImageBuffer::from_pixel(60_000, 1, Luma([0]))),
@@ -249,12 +281,18 @@ mod tests {
     fn missing_and_empty_files_name_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("absent.jpeg");
-        let err = Preprocessing::new(32).load_file(&missing).unwrap_err().to_string();
+        let err = Preprocessing::new(32)
+            .load_file(&missing)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("absent.jpeg"), "{err}");
 
         let empty = dir.path().join("empty.jpeg");
         std::fs::write(&empty, b"").unwrap();
-        let err = Preprocessing::new(32).load_file(&empty).unwrap_err().to_string();
+        let err = Preprocessing::new(32)
+            .load_file(&empty)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("empty.jpeg") && err.contains("empty"), "{err}");
     }
 }

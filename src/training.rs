@@ -76,6 +76,8 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
     /// Rule for the decision threshold, applied on validation.
     pub threshold_rule: ThresholdRule,
+    /// Validation accuracy that predictions outside the "uncertain — refer" band must reach.
+    pub refer_target_accuracy: f64,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +97,7 @@ impl Default for TrainConfig {
             warmup_epochs: 1.0,
             label_smoothing: 0.05,
             threshold_rule: ThresholdRule::Youden,
+            refer_target_accuracy: 0.99,
         }
     }
 }
@@ -109,10 +112,16 @@ impl TrainConfig {
             return bad("epochs and batch_size must be at least 1".into());
         }
         if !(self.learning_rate > 0.0 && self.learning_rate < 1.0) {
-            return bad(format!("learning_rate {} must be in (0, 1)", self.learning_rate));
+            return bad(format!(
+                "learning_rate {} must be in (0, 1)",
+                self.learning_rate
+            ));
         }
         if !(0.0..0.5).contains(&self.label_smoothing) {
-            return bad(format!("label_smoothing {} must be in [0, 0.5)", self.label_smoothing));
+            return bad(format!(
+                "label_smoothing {} must be in [0, 0.5)",
+                self.label_smoothing
+            ));
         }
         if !(0.0..1.0).contains(&self.validation_fraction) || self.validation_fraction == 0.0 {
             return bad(format!(
@@ -174,12 +183,21 @@ struct ImageSet {
 }
 
 /// Trains a model on `data_dir` into `run_dir`, resuming from its checkpoint if `resume`.
-pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool) -> Result<TrainOutcome> {
+pub fn train(
+    data_dir: &Path,
+    run_dir: &Path,
+    config: &TrainConfig,
+    resume: bool,
+) -> Result<TrainOutcome> {
     config.check()?;
     data::check_root(data_dir)?;
     std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
 
-    let checkpoint = if resume { read_checkpoint(run_dir)? } else { None };
+    let checkpoint = if resume {
+        read_checkpoint(run_dir)?
+    } else {
+        None
+    };
     if let Some(previous) = &checkpoint
         && previous.config != *config
     {
@@ -188,7 +206,8 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
             run_dir.display()
         )));
     }
-    let config_json = serde_json::to_vec_pretty(config).map_err(|e| Error::Config(e.to_string()))?;
+    let config_json =
+        serde_json::to_vec_pretty(config).map_err(|e| Error::Config(e.to_string()))?;
     write_atomic(&run_dir.join("config.json"), &config_json)?;
 
     // The split.
@@ -200,24 +219,40 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
             reason: "train/ holds no images".into(),
         });
     }
-    let split = data::split_by_child(&official_train, &official_val, config.validation_fraction, config.seed)?;
+    let split = data::split_by_child(
+        &official_train,
+        &official_val,
+        config.validation_fraction,
+        config.seed,
+    )?;
     for (side, samples) in [("train", &split.train), ("validation", &split.validation)] {
         let (normal, pneumonia) = data::class_counts(samples);
         if normal == 0 || pneumonia == 0 {
             return Err(Error::Dataset {
                 path: data_dir.to_path_buf(),
-                reason: format!("the {side} side has {normal} normal and {pneumonia} pneumonia images; both classes are needed"),
+                reason: format!(
+                    "the {side} side has {normal} normal and {pneumonia} pneumonia images; both classes are needed"
+                ),
             });
         }
         info!(side, normal, pneumonia, "split");
     }
-    write_split_list(&run_dir.join("split.tsv"), data_dir, &split.train, &split.validation)?;
+    write_split_list(
+        &run_dir.join("split.tsv"),
+        data_dir,
+        &split.train,
+        &split.validation,
+    )?;
 
     // Decode everything once.
     let preprocessing = Preprocessing::new(config.input_size);
     let started = Instant::now();
     let train_set = load_images(&split.train, &preprocessing, "decoding training images")?;
-    let mut validation_set = load_images(&split.validation, &preprocessing, "decoding validation images")?;
+    let mut validation_set = load_images(
+        &split.validation,
+        &preprocessing,
+        "decoding validation images",
+    )?;
     for image in &mut validation_set.pixels {
         normalize(image);
     }
@@ -251,8 +286,10 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
 
     let bar = ProgressBar::new(total_steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{wide_bar}] {pos}/{len} steps · ETA {eta} · {msg}")
-            .map_err(|e| Error::Training(e.to_string()))?,
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} steps · ETA {eta} · {msg}",
+        )
+        .map_err(|e| Error::Training(e.to_string()))?,
     );
     bar.set_position((start_epoch * steps_per_epoch) as u64);
     bar.reset_eta();
@@ -268,10 +305,17 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
             let step = epoch * steps_per_epoch + step_in_epoch;
             lr = learning_rate(config, step, warmup_steps, total_steps);
 
-            let (images, targets, weights) =
-                make_batch(&train_set, batch, config, &class_weights, epoch, step_in_epoch);
+            let (images, targets, weights) = make_batch(
+                &train_set,
+                batch,
+                config,
+                &class_weights,
+                epoch,
+                step_in_epoch,
+            );
             let n = batch.len();
-            let images = Tensor::<4>::from_data(TensorData::new(images, [n, 1, size, size]), &device);
+            let images =
+                Tensor::<4>::from_data(TensorData::new(images, [n, 1, size, size]), &device);
             let targets = Tensor::<1>::from_data(TensorData::new(targets, [n]), &device);
             let weights = Tensor::<1>::from_data(TensorData::new(weights, [n]), &device);
 
@@ -289,7 +333,8 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(lr, model, grads);
 
-            let rate = ((step_in_epoch + 1) * config.batch_size) as f64 / epoch_started.elapsed().as_secs_f64();
+            let rate = ((step_in_epoch + 1) * config.batch_size) as f64
+                / epoch_started.elapsed().as_secs_f64();
             bar.set_message(format!(
                 "epoch {}/{} · loss {:.4} · {rate:.1} img/s",
                 epoch + 1,
@@ -302,9 +347,18 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
 
         // Validation with the weights as they are now.
         let inference = model.valid();
-        let logits = logits_of(&inference, &validation_set.pixels, size, &device.clone().inner());
+        let logits = logits_of(
+            &inference,
+            &validation_set.pixels,
+            size,
+            &device.clone().inner(),
+        );
         let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
-        let truth: Vec<bool> = validation_set.labels.iter().map(|&l| l == Label::Pneumonia).collect();
+        let truth: Vec<bool> = validation_set
+            .labels
+            .iter()
+            .map(|&l| l == Label::Pneumonia)
+            .collect();
         let validation_auc = metrics::auc(&probabilities, &truth)?;
         let validation_loss = metrics::log_loss(&probabilities, &truth);
 
@@ -341,15 +395,32 @@ pub fn train(data_dir: &Path, run_dir: &Path, config: &TrainConfig, resume: bool
         save_checkpoint(run_dir, &model, &optimizer, epochs_run, best, config)?;
 
         if epochs_run - best.2 >= config.patience {
-            bar.suspend(|| info!(epoch = epochs_run, best_epoch = best.2, "early stop: validation AUC no longer improves"));
+            bar.suspend(|| {
+                info!(
+                    epoch = epochs_run,
+                    best_epoch = best.2,
+                    "early stop: validation AUC no longer improves"
+                )
+            });
             break;
         }
     }
     bar.finish_and_clear();
 
     // The final bundle: best weights, temperature and threshold fitted on validation.
-    let best_model = load_weights(config.network.init(&device.clone().inner()), &run_dir.join("best.bpk"))?;
-    let finished = finish_bundle(best_model, config, &split, &validation_set, best.2, epochs_run, &device.inner())?;
+    let best_model = load_weights(
+        config.network.init(&device.clone().inner()),
+        &run_dir.join("best.bpk"),
+    )?;
+    let finished = finish_bundle(
+        best_model,
+        config,
+        &split,
+        &validation_set,
+        best.2,
+        epochs_run,
+        &device.inner(),
+    )?;
     let out = bundle_dir(run_dir);
     finished.save(&out)?;
     info!(dir = %out.display(), threshold = finished.card.threshold, "bundle written");
@@ -372,13 +443,23 @@ fn finish_bundle(
     let model = model.valid();
     let size = config.input_size as usize;
     let logits = logits_of(&model, &validation_set.pixels, size, device);
-    let truth: Vec<bool> = validation_set.labels.iter().map(|&l| l == Label::Pneumonia).collect();
+    let truth: Vec<bool> = validation_set
+        .labels
+        .iter()
+        .map(|&l| l == Label::Pneumonia)
+        .collect();
 
     let temperature = fit_temperature(&logits, &truth);
     let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z / temperature)).collect();
     let threshold = metrics::choose_threshold(&probabilities, &truth, config.threshold_rule)?
         .clamp(1e-4, 1.0 - 1e-4);
     let validation = Metrics::compute(&probabilities, &truth, threshold)?;
+    let uncertain_band = metrics::choose_uncertain_band(
+        &probabilities,
+        &truth,
+        threshold,
+        config.refer_target_accuracy,
+    )?;
 
     let created_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -400,6 +481,7 @@ fn finish_bundle(
         threshold,
         threshold_rule: config.threshold_rule,
         temperature,
+        uncertain_band,
         training: config.clone(),
         data: DataRecord {
             train_manifest_sha256: train_hash,
@@ -426,7 +508,12 @@ pub fn relative_name(sample: &Sample) -> String {
 }
 
 /// Writes `split.tsv`: one line per image, `side<TAB>child<TAB>split/CLASS/file`.
-pub fn write_split_list(path: &Path, _root: &Path, train: &[Sample], validation: &[Sample]) -> Result<()> {
+pub fn write_split_list(
+    path: &Path,
+    _root: &Path,
+    train: &[Sample],
+    validation: &[Sample],
+) -> Result<()> {
     let mut text = String::from("side\tchild\timage\n");
     for (side, samples) in [("train", train), ("validation", validation)] {
         for s in samples {
@@ -440,7 +527,9 @@ pub fn write_split_list(path: &Path, _root: &Path, train: &[Sample], validation:
 /// is an error naming it: a model must not silently train on less than its card says.
 fn load_images(samples: &[Sample], preprocessing: &Preprocessing, what: &str) -> Result<ImageSet> {
     let bar = ProgressBar::new(samples.len() as u64);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} · {per_sec} · ETA {eta}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{wide_bar}] {pos}/{len} · {per_sec} · ETA {eta}")
+    {
         bar.set_style(style);
     }
     bar.set_message(what.to_string());
@@ -465,17 +554,25 @@ fn class_weights(labels: &[Label], balance: Balance) -> [f32; 2] {
     if balance != Balance::ClassWeights {
         return [1.0, 1.0];
     }
-    let pneumonia = labels.iter().filter(|&&l| l == Label::Pneumonia).count().max(1);
+    let pneumonia = labels
+        .iter()
+        .filter(|&&l| l == Label::Pneumonia)
+        .count()
+        .max(1);
     let normal = (labels.len() - pneumonia).max(1);
     let total = labels.len() as f32;
-    [total / (2.0 * normal as f32), total / (2.0 * pneumonia as f32)]
+    [
+        total / (2.0 * normal as f32),
+        total / (2.0 * pneumonia as f32),
+    ]
 }
 
 /// The order of training images in `epoch`: a seeded shuffle, or under [`Balance::Sampling`]
 /// as many images as the set holds, half from each class (the minority drawn repeatedly, in
 /// fresh shuffles).
 fn epoch_order(labels: &[Label], balance: Balance, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
     let mut order: Vec<usize> = (0..labels.len()).collect();
     if balance == Balance::Sampling {
         let half = labels.len() / 2;
@@ -511,10 +608,7 @@ fn make_batch(
         .par_iter()
         .enumerate()
         .map(|(slot, &index)| {
-            let seed = config.seed
-                ^ ((epoch as u64) << 40)
-                ^ ((step as u64) << 16)
-                ^ slot as u64;
+            let seed = config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 16) ^ slot as u64;
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let _warm: u32 = rng.random();
             let mut image = config.augment.apply(&set.pixels[index], size, &mut rng);
@@ -591,7 +685,10 @@ pub fn read_metrics(run_dir: &Path) -> Result<Vec<EpochRecord>> {
     let path = run_dir.join("metrics.jsonl");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     text.lines()
-        .map(|line| serde_json::from_str(line).map_err(|e| Error::Training(format!("{}: {e}", path.display()))))
+        .map(|line| {
+            serde_json::from_str(line)
+                .map_err(|e| Error::Training(format!("{}: {e}", path.display())))
+        })
         .collect()
 }
 
@@ -607,7 +704,8 @@ fn save_weights(model: &PneumoNet, path: &Path) -> Result<()> {
 
 /// Loads weights saved by [`save_weights`] into `model`.
 fn load_weights(model: PneumoNet, path: &Path) -> Result<PneumoNet> {
-    let record = ModuleRecord::load(path).map_err(|e| Error::Training(format!("`{}`: {e}", path.display())))?;
+    let record = ModuleRecord::load(path)
+        .map_err(|e| Error::Training(format!("`{}`: {e}", path.display())))?;
     model
         .try_load_record(record)
         .map_err(|e| Error::Training(format!("`{}`: {e}", path.display())))
@@ -685,7 +783,10 @@ mod tests {
     fn balanced_sampling_draws_both_classes_equally() {
         let labels = [vec![Label::Normal; 20], vec![Label::Pneumonia; 80]].concat();
         let order = epoch_order(&labels, Balance::Sampling, 1, 0);
-        let normal = order.iter().filter(|&&i| labels[i] == Label::Normal).count();
+        let normal = order
+            .iter()
+            .filter(|&&i| labels[i] == Label::Normal)
+            .count();
         assert_eq!(order.len(), 100);
         assert_eq!(normal, 50);
         let plain = epoch_order(&labels, Balance::ClassWeights, 1, 0);

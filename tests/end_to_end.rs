@@ -24,7 +24,10 @@ fn normal_image(rng: &mut ChaCha8Rng) -> ImageBuffer<Luma<u8>, Vec<u8>> {
 /// A 40×40 "pneumonia" image: the same background with a bright blob somewhere.
 fn pneumonia_image(rng: &mut ChaCha8Rng) -> ImageBuffer<Luma<u8>, Vec<u8>> {
     let mut image = normal_image(rng);
-    let (cx, cy) = (rng.random_range(10.0..30.0f32), rng.random_range(10.0..30.0f32));
+    let (cx, cy) = (
+        rng.random_range(10.0..30.0f32),
+        rng.random_range(10.0..30.0f32),
+    );
     for (x, y, pixel) in image.enumerate_pixels_mut() {
         let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
         if d2 < 64.0 {
@@ -46,7 +49,10 @@ fn make_dataset(root: &Path) {
                     let (name, image) = if class == "NORMAL" {
                         (format!("IM-{child:04}-{n:04}.png"), normal_image(&mut rng))
                     } else {
-                        (format!("person{child}_virus_{n}.png"), pneumonia_image(&mut rng))
+                        (
+                            format!("person{child}_virus_{n}.png"),
+                            pneumonia_image(&mut rng),
+                        )
                     };
                     image.save(dir.join(name)).unwrap();
                 }
@@ -89,8 +95,18 @@ fn trains_predicts_and_evaluates_on_generated_images() {
     // Training learns the difference and writes a complete bundle.
     let outcome = train(&data, &run, &tiny_config(), false).unwrap();
     let card = &outcome.bundle.card;
-    assert!(card.validation.auc > 0.9, "validation AUC {}", card.validation.auc);
-    for file in ["config.json", "metrics.jsonl", "split.tsv", "best.bpk", "checkpoint/state.json"] {
+    assert!(
+        card.validation.auc > 0.9,
+        "validation AUC {}",
+        card.validation.auc
+    );
+    for file in [
+        "config.json",
+        "metrics.jsonl",
+        "split.tsv",
+        "best.bpk",
+        "checkpoint/state.json",
+    ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     let epochs = pneumo::training::read_metrics(&run).unwrap();
@@ -102,18 +118,53 @@ fn trains_predicts_and_evaluates_on_generated_images() {
     let model = outcome.bundle_dir.to_str().unwrap();
 
     // Evaluation on unseen images, through the binary.
-    let output = pneumo(&["evaluate", data.to_str().unwrap(), "--model", model, "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = pneumo(&[
+        "evaluate",
+        data.to_str().unwrap(),
+        "--model",
+        model,
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    for key in ["auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "n", "tp", "tn", "fp", "fn", "threshold"] {
+    for key in [
+        "auc",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "n",
+        "tp",
+        "tn",
+        "fp",
+        "fn",
+        "threshold",
+    ] {
         assert!(metrics.get(key).is_some(), "evaluate --json lacks `{key}`");
     }
     assert_eq!(metrics["n"], 30);
     assert!(metrics["auc"].as_f64().unwrap() > 0.9, "{metrics}");
 
     // The recorded validation split evaluates to the card's own figures.
-    let output = pneumo(&["evaluate", data.to_str().unwrap(), "--model", model, "--split", "validation", "--json"]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = pneumo(&[
+        "evaluate",
+        data.to_str().unwrap(),
+        "--model",
+        model,
+        "--split",
+        "validation",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!((metrics["auc"].as_f64().unwrap() - card.validation.auc).abs() < 1e-6);
 
@@ -121,7 +172,14 @@ fn trains_predicts_and_evaluates_on_generated_images() {
     let test_dir = data.join("test");
     let corrupt: PathBuf = dir.path().join("corrupt.png");
     std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
-    let output = pneumo(&["predict", "--model", model, "--json", test_dir.to_str().unwrap(), corrupt.to_str().unwrap()]);
+    let output = pneumo(&[
+        "predict",
+        "--model",
+        model,
+        "--json",
+        test_dir.to_str().unwrap(),
+        corrupt.to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("corrupt.png"), "{stderr}");
@@ -131,7 +189,14 @@ fn trains_predicts_and_evaluates_on_generated_images() {
         .collect();
     assert_eq!(lines.len(), 30);
     for line in &lines {
-        for key in ["path", "label", "probability", "threshold", "model"] {
+        for key in [
+            "path",
+            "label",
+            "probability",
+            "threshold",
+            "uncertain",
+            "model",
+        ] {
             assert!(line.get(key).is_some(), "predict --json lacks `{key}`");
         }
     }
@@ -139,7 +204,11 @@ fn trains_predicts_and_evaluates_on_generated_images() {
         .iter()
         .filter(|l| {
             let path = l["path"].as_str().unwrap();
-            let truth = if path.contains("PNEUMONIA") { "PNEUMONIA" } else { "NORMAL" };
+            let truth = if path.contains("PNEUMONIA") {
+                "PNEUMONIA"
+            } else {
+                "NORMAL"
+            };
             l["label"] == truth
         })
         .count();
@@ -157,10 +226,20 @@ fn an_interrupted_run_resumes_from_its_last_finished_epoch() {
     config.patience = 8;
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
-    let args = ["train", data.to_str().unwrap(), "--out", run.to_str().unwrap(), "--config", config_path.to_str().unwrap()];
+    let args = [
+        "train",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--config",
+        config_path.to_str().unwrap(),
+    ];
 
     // Kill the run as soon as its first checkpoint lands.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pneumo")).args(args).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pneumo"))
+        .args(args)
+        .spawn()
+        .unwrap();
     let state_path = run.join("checkpoint/state.json");
     let epoch_at_kill = loop {
         if let Ok(text) = std::fs::read(&state_path)
@@ -170,26 +249,42 @@ fn an_interrupted_run_resumes_from_its_last_finished_epoch() {
             child.wait().unwrap();
             break state["epoch"].as_u64().unwrap();
         }
-        assert!(child.try_wait().unwrap().is_none(), "training ended before its first checkpoint");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before its first checkpoint"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
-    assert!(epoch_at_kill < 8, "the run finished before it could be interrupted");
+    assert!(
+        epoch_at_kill < 8,
+        "the run finished before it could be interrupted"
+    );
     assert!(!run.join("model/card.json").exists());
 
     // A different configuration is refused rather than silently mixed in.
     let mut other = config.clone();
     other.learning_rate = 1e-4;
-    let err = train(&data, &run, &other, true).err().expect("mismatched resume refused");
+    let err = train(&data, &run, &other, true)
+        .err()
+        .expect("mismatched resume refused");
     assert!(err.to_string().contains("configuration differs"), "{err}");
 
     // Resuming runs only the missing epochs; the log holds each epoch exactly once.
     let mut resume_args = args.to_vec();
     resume_args.push("--resume");
     let output = pneumo(&resume_args);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let log = std::fs::read_to_string(run.join("train.log")).unwrap();
     assert!(log.contains("resumed"), "{log}");
-    let epochs: Vec<usize> = pneumo::training::read_metrics(&run).unwrap().iter().map(|r| r.epoch).collect();
+    let epochs: Vec<usize> = pneumo::training::read_metrics(&run)
+        .unwrap()
+        .iter()
+        .map(|r| r.epoch)
+        .collect();
     let card = Bundle::load(&run.join("model")).unwrap().card;
     assert_eq!(epochs, (1..=card.epochs_run).collect::<Vec<_>>());
     assert!(card.epochs_run > epoch_at_kill as usize);
@@ -199,12 +294,25 @@ fn an_interrupted_run_resumes_from_its_last_finished_epoch() {
 fn bad_inputs_are_reported_without_a_panic() {
     let dir = tempfile::tempdir().unwrap();
 
-    let output = pneumo(&["evaluate", dir.path().join("nowhere").to_str().unwrap(), "--model", dir.path().to_str().unwrap()]);
+    let output = pneumo(&[
+        "evaluate",
+        dir.path().join("nowhere").to_str().unwrap(),
+        "--model",
+        dir.path().to_str().unwrap(),
+    ]);
     assert!(!output.status.success());
     assert!(!String::from_utf8_lossy(&output.stderr).contains("panicked"));
 
-    let output = pneumo(&["predict", "--model", dir.path().join("no-model").to_str().unwrap(), "x.png"]);
+    let output = pneumo(&[
+        "predict",
+        "--model",
+        dir.path().join("no-model").to_str().unwrap(),
+        "x.png",
+    ]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no-model") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("no-model") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }
