@@ -88,7 +88,7 @@ impl Default for TrainConfig {
             input_size: 128,
             network: NetConfig::default(),
             augment: AugmentConfig::default(),
-            balance: Balance::ClassWeights,
+            balance: Balance::Sampling,
             epochs: 20,
             patience: 6,
             batch_size: 32,
