@@ -245,9 +245,15 @@ fn predict(paths: &[PathBuf], model: Option<&Path>, json: bool) -> anyhow::Resul
         bail!("no image files found in the given paths");
     }
 
+    // The image column is as wide as the longest path, so the table stays aligned.
+    let width = files
+        .iter()
+        .map(|f| f.display().to_string().len())
+        .max()
+        .unwrap_or(5);
     if !json {
         println!(
-            "{:<60} {:<10} {:>11} {:>9}  note",
+            "{:<width$}  {:<10} {:>11} {:>9}  note",
             "image", "label", "probability", "threshold"
         );
     }
@@ -255,14 +261,14 @@ fn predict(paths: &[PathBuf], model: Option<&Path>, json: bool) -> anyhow::Resul
     for result in classifier.predict_files(&files) {
         match result {
             Ok(p) if json => println!("{}", serde_json::to_string(&p)?),
-            Ok(p) => println!(
-                "{:<60} {:<10} {:>11.4} {:>9.4}  {}",
-                p.path,
-                p.label,
-                p.probability,
-                p.threshold,
-                if p.uncertain { "uncertain: refer" } else { "" }
-            ),
+            Ok(p) => {
+                let note = if p.uncertain { "uncertain: refer" } else { "" };
+                let line = format!(
+                    "{:<width$}  {:<10} {:>11.4} {:>9.4}  {note}",
+                    p.path, p.label, p.probability, p.threshold
+                );
+                println!("{}", line.trim_end());
+            }
             Err(e) => {
                 failures += 1;
                 eprintln!("error: {e}");
