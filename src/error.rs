@@ -49,6 +49,15 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
 
+    /// A plot could not be drawn or encoded.
+    #[error("plot `{name}`: {reason}")]
+    Plot {
+        /// The plot concerned.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// Training stopped because of an unrecoverable condition.
     #[error("training: {0}")]
     Training(String),

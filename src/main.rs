@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use pneumo::bundle::Bundle;
 use pneumo::evaluation::{self, SplitChoice};
 use pneumo::inference::{Classifier, collect_inputs};
-use pneumo::metrics::{Metrics, ThresholdRule};
+use pneumo::metrics::{BootstrapConfig, Metrics, ThresholdRule};
 use pneumo::training::{self, Balance, TrainConfig};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -55,6 +55,10 @@ enum Command {
         /// One JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write a report into this folder: report.html (self-contained, with plots),
+        /// metrics.json, and every plot as SVG and PNG.
+        #[arg(long, value_name = "OUT")]
+        report: Option<PathBuf>,
     },
     /// Train a model from scratch on DATA_DIR/train (validation carved out by child).
     Train {
@@ -182,7 +186,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             model,
             split,
             json,
-        } => evaluate(&data_dir, model.as_deref(), split, json),
+            report,
+        } => evaluate(&data_dir, model.as_deref(), split, json, report.as_deref()),
         Command::Train {
             data_dir,
             out,
@@ -286,23 +291,35 @@ fn predict(paths: &[PathBuf], model: Option<&Path>, json: bool) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// `pneumo evaluate`: the frozen bundle, once over the chosen images, at its stored threshold.
+/// `pneumo evaluate`: the frozen bundle, once over the chosen images, at its stored threshold,
+/// with bootstrap intervals; optionally written up as a report with plots.
 fn evaluate(
     data_dir: &Path,
     model: Option<&Path>,
     split: SplitChoice,
     json: bool,
+    report: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::load_or_builtin(model)?;
     let classifier = Classifier::new(&bundle, &Device::flex())?;
     let images = evaluation::images_of(data_dir, split, &classifier)?;
     let scored = evaluation::score(&classifier, &images)?;
-    let metrics = evaluation::metrics_of(&classifier, &scored)?;
+    let evaluated = evaluation::evaluate(&bundle.card, &scored, split, BootstrapConfig::default())?;
+
+    if let Some(dir) = report {
+        let written = evaluation::report::write_report(dir, &evaluated, &bundle.card)
+            .with_context(|| format!("writing the report into {}", dir.display()))?;
+        tracing::info!(
+            report = %dir.join(evaluation::report::REPORT_FILE).display(),
+            files = written.len(),
+            "report written"
+        );
+    }
 
     if json {
-        println!("{}", serde_json::to_string(&metrics)?);
+        println!("{}", serde_json::to_string(&evaluated.summary)?);
     } else {
-        print_metrics(&metrics, &bundle.card.model_id);
+        print!("{}", evaluated.summary.table());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -168,6 +168,61 @@ fn trains_predicts_and_evaluates_on_generated_images() {
     let metrics: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!((metrics["auc"].as_f64().unwrap() - card.validation.auc).abs() < 1e-6);
 
+    // The report: a self-contained page, the figures as JSON (the same object `--json` prints),
+    // every plot as SVG and PNG.
+    let report = dir.path().join("report");
+    let output = pneumo(&[
+        "evaluate",
+        data.to_str().unwrap(),
+        "--model",
+        model,
+        "--split",
+        "validation",
+        "--json",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in [
+        "auc_ci",
+        "accuracy_ci",
+        "sensitivity_ci",
+        "specificity_ci",
+        "precision_ci",
+        "f1_ci",
+        "auprc_ci",
+    ] {
+        let interval = printed[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no `{key}`"));
+        assert!(interval[0].as_f64().unwrap() <= interval[1].as_f64().unwrap());
+    }
+    for key in ["auprc", "ece", "brier", "uncertain_count"] {
+        assert!(printed[key].is_number(), "evaluate --json lacks `{key}`");
+    }
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(written, printed);
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    for plot in [
+        "roc",
+        "precision-recall",
+        "confusion",
+        "reliability",
+        "histogram",
+    ] {
+        assert!(html.contains(&format!("<figure id=\"{plot}\">")), "{plot}");
+        for extension in ["svg", "png"] {
+            assert!(report.join(format!("{plot}.{extension}")).is_file());
+        }
+    }
+
     // Prediction: good images answered, a corrupt one reported, exit code non-zero.
     let test_dir = data.join("test");
     let corrupt: PathBuf = dir.path().join("corrupt.png");
