@@ -424,6 +424,12 @@ pub fn train(
     let out = bundle_dir(run_dir);
     finished.save(&out)?;
     info!(dir = %out.display(), threshold = finished.card.threshold, "bundle written");
+
+    // Plots of the per-epoch figures: a plot that fails costs a picture, never the model.
+    match crate::evaluation::plots::write_training_plots(run_dir, Some(best.2)) {
+        Ok(_) => info!("training curves drawn: training.svg, training.png"),
+        Err(e) => tracing::warn!(error = %e, "could not draw the training curves"),
+    }
     Ok(TrainOutcome {
         bundle: finished,
         bundle_dir: out,

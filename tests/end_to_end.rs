@@ -106,6 +106,8 @@ fn trains_predicts_and_evaluates_on_generated_images() {
         "split.tsv",
         "best.bpk",
         "checkpoint/state.json",
+        "training.svg",
+        "training.png",
     ] {
         assert!(run.join(file).is_file(), "{file} missing");
     }
