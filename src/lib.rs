@@ -4,6 +4,7 @@
 //! The layers, in the order data flows through them:
 //!
 //! - [`data`]: find images in the dataset layout, label them, group them by child, split.
+//! - [`audit`]: counts, children shared between splits, duplicates, sizes and modes of a dataset.
 //! - [`preprocess`] and [`augment`]: image file → model input, and training-time perturbations.
 //! - [`model`]: the network, backend-free.
 //! - [`training`]: the loop, checkpoints, early stopping, the final bundle.
@@ -24,6 +25,7 @@
 //! # }
 //! ```
 
+pub mod audit;
 pub mod augment;
 pub mod bundle;
 pub mod data;
