@@ -61,6 +61,50 @@ pub enum Error {
     /// Training stopped because of an unrecoverable condition.
     #[error("training: {0}")]
     Training(String),
+
+    /// A download failed: the server could not be reached, answered with an error, or the
+    /// transfer broke off.
+    #[error("download of `{url}`: {reason}")]
+    Download {
+        /// The address requested.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A downloaded file does not have the published checksum.
+    #[error(transparent)]
+    ChecksumMismatch(Box<ChecksumMismatch>),
+
+    /// A downloaded archive cannot be unpacked into the dataset layout.
+    #[error("archive `{path}`: {reason}")]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// The details of [`Error::ChecksumMismatch`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "`{file}` from `{url}` has {algorithm} {found}, but {expected} was expected; the file was \
+     kept, unused, at `{kept}`"
+)]
+pub struct ChecksumMismatch {
+    /// The address it came from.
+    pub url: String,
+    /// The file name of the download.
+    pub file: String,
+    /// `MD5` or `SHA-256`.
+    pub algorithm: String,
+    /// The published checksum.
+    pub expected: String,
+    /// The checksum of the bytes received.
+    pub found: String,
+    /// Where the mismatching bytes are now.
+    pub kept: PathBuf,
 }
 
 impl Error {

@@ -4,6 +4,7 @@
 //! The layers, in the order data flows through them:
 //!
 //! - [`data`]: find images in the dataset layout, label them, group them by child, split.
+//! - [`fetch`]: download a dataset from its official home, verify it, unpack it into the layout.
 //! - [`audit`]: counts, children shared between splits, duplicates, sizes and modes of a dataset.
 //! - [`preprocess`] and [`augment`]: image file → model input, and training-time perturbations.
 //! - [`model`]: the network, backend-free.
@@ -31,6 +32,7 @@ pub mod bundle;
 pub mod data;
 pub mod error;
 pub mod evaluation;
+pub mod fetch;
 pub mod inference;
 pub mod metrics;
 pub mod model;
