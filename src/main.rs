@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod data_command;
+
 use anyhow::{Context, bail};
 use burn::prelude::Device;
 use clap::{Parser, Subcommand};
@@ -95,6 +97,8 @@ enum Command {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Fetch, audit or split a dataset.
+    Data(data_command::DataArgs),
 }
 
 /// Command-line names of [`Balance`].
@@ -232,6 +236,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             train(&data_dir, &out, &settings, resume)
         }
+        Command::Data(args) => data_command::run(args),
         Command::Card { model } => {
             let bundle = Bundle::load_or_builtin(model.as_deref())?;
             println!("{}", serde_json::to_string_pretty(&bundle.card)?);
