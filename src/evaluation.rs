@@ -130,7 +130,7 @@ pub fn score(classifier: &Classifier, images: &[(PathBuf, Label)]) -> Result<Vec
             .par_iter()
             .map(|(path, _)| classifier.card.preprocessing.load_file(path))
             .collect::<Result<_>>()?;
-        let logits = classifier.logits(&inputs);
+        let logits = classifier.logits(&inputs)?;
         for ((path, label), logit) in chunk.iter().zip(logits) {
             scored.push(Scored {
                 path: path.clone(),

@@ -8,6 +8,7 @@
 //! - [`audit`]: counts, children shared between splits, duplicates, sizes and modes of a dataset.
 //! - [`preprocess`] and [`augment`]: image file → model input, and training-time perturbations.
 //! - [`model`]: the network, backend-free.
+//! - [`native`]: a hand-written CPU engine that trains the network several times faster.
 //! - [`training`]: the loop, checkpoints, early stopping, the final bundle.
 //! - [`metrics`]: AUC and the confusion-matrix figures, threshold choice, calibration.
 //! - [`bundle`]: weights plus model card, on disk or compiled in.
@@ -17,7 +18,7 @@
 //! use pneumo::{bundle::Bundle, inference::Classifier};
 //! # fn main() -> pneumo::Result<()> {
 //! let bundle = Bundle::builtin()?;
-//! let classifier = Classifier::new(&bundle, &burn::prelude::Device::flex())?;
+//! let classifier = Classifier::new(&bundle)?;
 //! for result in classifier.predict_files(&["xray.jpeg".into()]) {
 //!     let prediction = result?;
 //!     println!("{} {:.3}", prediction.label, prediction.probability);
@@ -36,6 +37,7 @@ pub mod fetch;
 pub mod inference;
 pub mod metrics;
 pub mod model;
+pub mod native;
 pub mod preprocess;
 pub mod training;
 

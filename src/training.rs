@@ -10,8 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+mod learner;
+
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use burn::tensor::activation::log_sigmoid;
@@ -27,10 +29,11 @@ use crate::augment::AugmentConfig;
 use crate::bundle::{Bundle, CARD_FORMAT, Card, DataRecord, bundle_dir};
 use crate::data::{self, Label, Sample, write_atomic};
 use crate::error::{Error, Result};
-use crate::inference::logits_of;
 use crate::metrics::{self, Metrics, ThresholdRule, fit_temperature, sigmoid};
 use crate::model::{NetConfig, PneumoNet};
+use crate::native::NativeNetwork;
 use crate::preprocess::{Preprocessing, normalize};
+pub use learner::{Engine, Learner};
 
 /// How training counters the class imbalance (about one normal image to three pneumonia).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +81,8 @@ pub struct TrainConfig {
     pub threshold_rule: ThresholdRule,
     /// Validation accuracy that predictions outside the "uncertain — refer" band must reach.
     pub refer_target_accuracy: f64,
+    /// Which code computes the training steps.
+    pub engine: Engine,
 }
 
 impl Default for TrainConfig {
@@ -98,6 +103,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.05,
             threshold_rule: ThresholdRule::Youden,
             refer_target_accuracy: 0.99,
+            engine: Engine::Native,
         }
     }
 }
@@ -261,22 +267,23 @@ pub fn train(
     // Model, optimiser and, when resuming, their saved state.
     let device = Device::flex().autodiff();
     device.seed(config.seed);
-    let mut model = config.network.init(&device);
-    let mut optimizer = AdamWConfig::new()
-        .with_weight_decay(config.weight_decay)
-        .init();
     let mut start_epoch = 0;
     let mut best = (f64::MIN, f64::MAX, 0usize);
-    if let Some(previous) = &checkpoint {
-        let dir = run_dir.join("checkpoint");
-        model = load_weights(model, &dir.join(&previous.model_file))?;
-        optimizer = optimizer
-            .load(dir.join(&previous.optimizer_file))
-            .map_err(|e| Error::Training(format!("cannot read optimiser state: {e}")))?;
-        start_epoch = previous.epoch;
-        best = (previous.best_auc, previous.best_loss, previous.best_epoch);
-        info!(epoch = start_epoch, "resumed");
-    }
+    let mut learner = match &checkpoint {
+        Some(previous) => {
+            let dir = run_dir.join("checkpoint");
+            start_epoch = previous.epoch;
+            best = (previous.best_auc, previous.best_loss, previous.best_epoch);
+            info!(epoch = start_epoch, "resumed");
+            Learner::load(
+                config,
+                &device,
+                &dir.join(&previous.model_file),
+                &dir.join(&previous.optimizer_file),
+            )?
+        }
+        None => Learner::new(config.network.init(&device), config, &device)?,
+    };
 
     let steps_per_epoch = train_set.pixels.len().div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
@@ -305,8 +312,9 @@ pub fn train(
             let step = epoch * steps_per_epoch + step_in_epoch;
             lr = learning_rate(config, step, warmup_steps, total_steps);
 
-            let (images, targets, weights) = make_batch(
-                &train_set,
+            let training_batch = make_batch(
+                &train_set.pixels,
+                &train_set.labels,
                 batch,
                 config,
                 &class_weights,
@@ -314,14 +322,7 @@ pub fn train(
                 step_in_epoch,
             );
             let n = batch.len();
-            let images =
-                Tensor::<4>::from_data(TensorData::new(images, [n, 1, size, size]), &device);
-            let targets = Tensor::<1>::from_data(TensorData::new(targets, [n]), &device);
-            let weights = Tensor::<1>::from_data(TensorData::new(weights, [n]), &device);
-
-            let logits = model.forward(images);
-            let loss = weighted_bce(logits, targets, weights);
-            let loss_value = scalar(&loss);
+            let loss_value = learner.step(training_batch, size, lr)?;
             if !loss_value.is_finite() {
                 return Err(Error::Training(format!(
                     "loss became {loss_value} at epoch {}, step {step_in_epoch}; lower the learning rate",
@@ -329,9 +330,6 @@ pub fn train(
                 )));
             }
             loss_sum += loss_value * n as f64;
-
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(lr, model, grads);
 
             let rate = ((step_in_epoch + 1) * config.batch_size) as f64
                 / epoch_started.elapsed().as_secs_f64();
@@ -346,13 +344,7 @@ pub fn train(
         let train_seconds = epoch_started.elapsed().as_secs_f64();
 
         // Validation with the weights as they are now.
-        let inference = model.valid();
-        let logits = logits_of(
-            &inference,
-            &validation_set.pixels,
-            size,
-            &device.clone().inner(),
-        );
+        let logits = learner.logits(&validation_set.pixels, size)?;
         let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
         let truth: Vec<bool> = validation_set
             .labels
@@ -389,10 +381,11 @@ pub fn train(
             || ((validation_auc - best.0).abs() <= 1e-4 && validation_loss < best.1);
         if improved {
             best = (validation_auc, validation_loss, epoch + 1);
+            let inference = learner.inference_model(config, &device.clone().inner());
             save_weights(&inference, &run_dir.join("best.bpk"))?;
         }
         epochs_run = epoch + 1;
-        save_checkpoint(run_dir, &model, &optimizer, epochs_run, best, config)?;
+        save_checkpoint(run_dir, &learner, epochs_run, best, config)?;
 
         if epochs_run - best.2 >= config.patience {
             bar.suspend(|| {
@@ -419,7 +412,6 @@ pub fn train(
         &validation_set,
         best.2,
         epochs_run,
-        &device.inner(),
     )?;
     let out = bundle_dir(run_dir);
     finished.save(&out)?;
@@ -444,11 +436,11 @@ fn finish_bundle(
     validation_set: &ImageSet,
     best_epoch: usize,
     epochs_run: usize,
-    device: &Device,
 ) -> Result<Bundle> {
     let model = model.valid();
     let size = config.input_size as usize;
-    let logits = logits_of(&model, &validation_set.pixels, size, device);
+    let logits =
+        NativeNetwork::from_model(&model, &config.network, size)?.logits(&validation_set.pixels)?;
     let truth: Vec<bool> = validation_set
         .labels
         .iter()
@@ -598,49 +590,94 @@ fn epoch_order(labels: &[Label], balance: Balance, seed: u64, epoch: usize) -> V
     order
 }
 
-/// Assembles one training batch: augmented and normalised pixels, smoothed targets and loss
+// ---- Shared with the throughput benchmark (benches/throughput.rs), so that it times exactly
+// ---- what the training loop runs.
+
+/// One training batch, ready for [`optimization_step`].
+pub struct TrainingBatch {
+    /// Augmented, normalised pixels of every image, `[n, 1, size, size]` row-major.
+    pub images: Vec<f32>,
+    /// Smoothed targets, one per image.
+    pub targets: Vec<f32>,
+    /// Loss weight of each image.
+    pub weights: Vec<f32>,
+}
+
+/// Assembles one training batch from the raw (unnormalised) `pixels` and `labels` of a set:
+/// augmented and normalised pixels of the images at `indices`, smoothed targets and loss
 /// weights. Each image's augmentation has its own seed, so the batch is the same whatever the
 /// number of threads.
-fn make_batch(
-    set: &ImageSet,
-    batch: &[usize],
+pub fn make_batch(
+    pixels: &[Vec<f32>],
+    labels: &[Label],
+    indices: &[usize],
     config: &TrainConfig,
     class_weights: &[f32; 2],
     epoch: usize,
     step: usize,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+) -> TrainingBatch {
     let size = config.input_size as usize;
-    let images: Vec<Vec<f32>> = batch
+    let images: Vec<Vec<f32>> = indices
         .par_iter()
         .enumerate()
         .map(|(slot, &index)| {
             let seed = config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 16) ^ slot as u64;
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let _warm: u32 = rng.random();
-            let mut image = config.augment.apply(&set.pixels[index], size, &mut rng);
+            let mut image = config.augment.apply(&pixels[index], size, &mut rng);
             normalize(&mut image);
             image
         })
         .collect();
 
     let smoothing = config.label_smoothing;
-    let targets = batch
+    let targets = indices
         .iter()
-        .map(|&i| set.labels[i].target() * (1.0 - smoothing) + smoothing / 2.0)
+        .map(|&i| labels[i].target() * (1.0 - smoothing) + smoothing / 2.0)
         .collect();
-    let weights = batch
+    let weights = indices
         .iter()
-        .map(|&i| class_weights[set.labels[i] as usize])
+        .map(|&i| class_weights[labels[i] as usize])
         .collect();
-    (images.concat(), targets, weights)
+    TrainingBatch {
+        images: images.concat(),
+        targets,
+        weights,
+    }
+}
+
+/// One optimisation step on `batch` (images of `size`×`size`): forward pass, weighted binary
+/// cross-entropy, backward pass and an AdamW update at `learning_rate`. Returns the updated
+/// network and the batch's mean loss (not finite if training diverged).
+pub fn optimization_step(
+    model: PneumoNet,
+    optimizer: &mut ModuleOptimizer,
+    batch: TrainingBatch,
+    size: usize,
+    learning_rate: f64,
+    device: &Device,
+) -> (PneumoNet, f64) {
+    let n = batch.targets.len();
+    let images = Tensor::<4>::from_data(TensorData::new(batch.images, [n, 1, size, size]), device);
+    let targets = Tensor::<1>::from_data(TensorData::new(batch.targets, [n]), device);
+    let weights = Tensor::<1>::from_data(TensorData::new(batch.weights, [n]), device);
+
+    let logits = model.forward(images);
+    let loss = weighted_bce(logits, targets, weights);
+    let loss_value = scalar(&loss);
+
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optimizer.step(learning_rate, model, grads), loss_value)
 }
 
 /// Weighted binary cross-entropy on logits, averaged over the batch.
-fn weighted_bce(logits: Tensor<1>, targets: Tensor<1>, weights: Tensor<1>) -> Tensor<1> {
+pub fn weighted_bce(logits: Tensor<1>, targets: Tensor<1>, weights: Tensor<1>) -> Tensor<1> {
     // -[t log σ(z) + (1 - t) log(1 - σ(z))] = (1 - t) z - log σ(z)
     let per_image = (targets.neg() + 1.0) * logits.clone() - log_sigmoid(logits);
     (per_image * weights).mean()
 }
+
+// ---- End of the part shared with the throughput benchmark.
 
 /// Linear warm-up to the peak learning rate, then cosine decay to zero at the last step.
 fn learning_rate(config: &TrainConfig, step: usize, warmup: usize, total: usize) -> f64 {
@@ -722,8 +759,7 @@ fn load_weights(model: PneumoNet, path: &Path) -> Result<PneumoNet> {
 /// intact and readable.
 fn save_checkpoint(
     run_dir: &Path,
-    model: &PneumoNet,
-    optimizer: &burn::optim::ModuleOptimizer,
+    learner: &Learner,
     epoch: usize,
     best: (f64, f64, usize),
     config: &TrainConfig,
@@ -731,11 +767,7 @@ fn save_checkpoint(
     let dir = run_dir.join("checkpoint");
     let model_file = format!("model-{epoch:03}.bpk");
     let optimizer_file = format!("optimizer-{epoch:03}.bpk");
-    save_weights(model, &dir.join(&model_file))?;
-    let optimizer_bytes = optimizer
-        .into_bytes()
-        .map_err(|e| Error::Training(format!("cannot serialise optimiser state: {e}")))?;
-    write_atomic(&dir.join(&optimizer_file), &optimizer_bytes)?;
+    learner.save(config, &dir.join(&model_file), &dir.join(&optimizer_file))?;
 
     let state = Checkpoint {
         epoch,
