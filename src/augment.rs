@@ -1,6 +1,6 @@
-//! Random, seeded augmentation of training images: rotation, scaling, translation, brightness,
-//! contrast and gamma. Applied to training batches only, on raw `[0, 1]` intensities before
-//! normalisation.
+//! Random, seeded augmentation of training images: rotation, scaling, aspect stretch,
+//! translation, blur or sharpening, brightness, contrast, gamma and noise. Applied to training
+//! batches only, on raw `[0, 1]` intensities before normalisation.
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -21,12 +21,21 @@ pub struct AugmentConfig {
     pub contrast: f32,
     /// Largest change of the gamma exponent's logarithm (0.3 means gamma in `[e^-0.3, e^0.3]`).
     pub gamma: f32,
-    /// Largest relative stretch of one axis against the other, either way: radiographs come in
-    /// many aspect ratios and all are squashed to a square, so the squash itself varies.
+    /// Largest stretch of one axis against the other, as the logarithm of the ratio of the two
+    /// zooms (0.3 means the width grows or shrinks by up to e^0.3 = 1.35 against the height).
+    /// Radiographs come in many aspect ratios and all are squashed to a square, so the squash
+    /// itself varies, and in the Kermany training data it differs by class (see
+    /// docs/robustness.md): without this, the shape of the squash is a shortcut to the label.
     pub aspect: f32,
-    /// Largest Gaussian blur, as a standard deviation in pixels, drawn from `[0, blur]`: images
-    /// shrunk from sources of different resolution differ in sharpness.
+    /// Largest Gaussian blur, as a standard deviation in pixels. Together with `sharpen`, an
+    /// image's sharpness changes by a draw from `[-sharpen, blur]`: images shrunk from sources
+    /// of different resolution differ in sharpness, and in the Kermany training data the normal
+    /// images come from larger originals than the pneumonia ones (see docs/robustness.md).
     pub blur: f32,
+    /// Largest sharpening, as the radius (standard deviation in pixels) of an unsharp mask of
+    /// amount 1. Blur alone would leave unaugmented images at the sharp end of everything the
+    /// network saw, so that sharpness itself would shift its answers.
+    pub sharpen: f32,
     /// Largest standard deviation of additive Gaussian noise, in units of full intensity.
     pub noise: f32,
 }
@@ -40,8 +49,9 @@ impl Default for AugmentConfig {
             brightness: 0.15,
             contrast: 0.25,
             gamma: 0.35,
-            aspect: 0.1,
+            aspect: 0.3,
             blur: 1.0,
+            sharpen: 1.0,
             noise: 0.02,
         }
     }
@@ -59,26 +69,60 @@ impl AugmentConfig {
             gamma: 0.0,
             aspect: 0.0,
             blur: 0.0,
+            sharpen: 0.0,
             noise: 0.0,
         }
+    }
+
+    /// Checks that every strength is a finite, non-negative number and that zoom and contrast
+    /// cannot reach zero or flip the image.
+    pub fn check(&self) -> Result<(), String> {
+        let fields = [
+            ("rotation_degrees", self.rotation_degrees),
+            ("scale", self.scale),
+            ("translate", self.translate),
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("gamma", self.gamma),
+            ("aspect", self.aspect),
+            ("blur", self.blur),
+            ("sharpen", self.sharpen),
+            ("noise", self.noise),
+        ];
+        if let Some((name, value)) = fields.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+            return Err(format!(
+                "augment.{name} is {value}: it must be a finite number, 0 or more"
+            ));
+        }
+        if self.scale >= 1.0 || self.contrast >= 1.0 {
+            return Err(format!(
+                "augment.scale ({}) and augment.contrast ({}) must stay below 1",
+                self.scale, self.contrast
+            ));
+        }
+        Ok(())
     }
 
     /// Returns an augmented copy of the `size`×`size` image `pixels`, drawing from `rng`.
     pub fn apply(&self, pixels: &[f32], size: usize, rng: &mut impl Rng) -> Vec<f32> {
         let angle = symmetric(rng, self.rotation_degrees).to_radians();
         let zoom = 1.0 + symmetric(rng, self.scale);
-        let stretch = 1.0 + symmetric(rng, self.aspect);
+        let stretch = symmetric(rng, self.aspect).exp();
         let shift_x = symmetric(rng, self.translate) * size as f32;
         let shift_y = symmetric(rng, self.translate) * size as f32;
         let zoom_xy = (zoom * stretch.sqrt(), zoom / stretch.sqrt());
         let mut out = affine(pixels, size, angle, zoom_xy, shift_x, shift_y);
 
-        let sigma = if self.blur > 0.0 {
-            rng.random_range(0.0..=self.blur)
+        let sharpness = if self.blur > 0.0 || self.sharpen > 0.0 {
+            rng.random_range(-self.sharpen..=self.blur)
         } else {
             0.0
         };
-        gaussian_blur(&mut out, size, sigma);
+        if sharpness >= 0.0 {
+            gaussian_blur(&mut out, size, sharpness);
+        } else {
+            unsharp_mask(&mut out, size, -sharpness, 1.0);
+        }
 
         let brightness = symmetric(rng, self.brightness);
         let contrast = 1.0 + symmetric(rng, self.contrast);
@@ -109,6 +153,17 @@ fn standard_normal(rng: &mut impl Rng) -> f32 {
     let u1: f32 = rng.random_range(f32::EPSILON..1.0);
     let u2: f32 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Sharpens a `size`×`size` image in place: adds `amount` times the difference between the image
+/// and its Gaussian blur of standard deviation `radius` pixels. Values may leave `[0, 1]`; the
+/// intensity step that follows clamps them.
+pub fn unsharp_mask(pixels: &mut [f32], size: usize, radius: f32, amount: f32) {
+    let mut blurred = pixels.to_vec();
+    gaussian_blur(&mut blurred, size, radius);
+    for (p, b) in pixels.iter_mut().zip(&blurred) {
+        *p += amount * (*p - b);
+    }
 }
 
 /// Blurs a `size`×`size` image in place with a separable Gaussian of standard deviation
@@ -265,6 +320,77 @@ mod tests {
         assert!(image[7] > 0.1 && image[7] < 0.5, "{}", image[7]);
         assert!(image[8] > 0.5 && image[8] < 0.9, "{}", image[8]);
         assert!(image[0] < 0.01 && image[15] > 0.99);
+    }
+
+    #[test]
+    fn unsharp_mask_undoes_part_of_a_blur_and_keeps_the_mean() {
+        let step: Vec<f32> = (0..16 * 16)
+            .map(|i| if i % 16 < 8 { 0.0 } else { 1.0 })
+            .collect();
+        let mut blurred = step.clone();
+        gaussian_blur(&mut blurred, 16, 1.0);
+        let mut sharpened = blurred.clone();
+        unsharp_mask(&mut sharpened, 16, 1.0, 1.0);
+
+        // Both pixels at the edge move back towards the step they were blurred from.
+        assert!(sharpened[7] < blurred[7], "{} {}", sharpened[7], blurred[7]);
+        assert!(sharpened[8] > blurred[8], "{} {}", sharpened[8], blurred[8]);
+        let mean = |image: &[f32]| image.iter().sum::<f32>() / image.len() as f32;
+        assert!((mean(&sharpened) - mean(&blurred)).abs() < 1e-4);
+
+        // Far from the edge nothing changes.
+        assert!((sharpened[0] - blurred[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sharpness_draws_cover_both_blur_and_sharpening() {
+        let image: Vec<f32> = (0..32 * 32)
+            .map(|i| if i % 32 < 16 { 0.2 } else { 0.8 })
+            .collect();
+        let only_sharpness = AugmentConfig {
+            blur: 1.5,
+            sharpen: 1.5,
+            ..AugmentConfig::none()
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let (mut blurred, mut sharpened) = (0, 0);
+        for _ in 0..40 {
+            let out = only_sharpness.apply(&image, 32, &mut rng);
+            // The pixel just left of the edge rises under blur and falls under sharpening.
+            let edge = out[32 * 10 + 15];
+            if edge > 0.2 + 1e-3 {
+                blurred += 1;
+            } else if edge < 0.2 - 1e-3 {
+                sharpened += 1;
+            }
+        }
+        assert!(
+            blurred >= 10 && sharpened >= 10,
+            "{blurred} blurred, {sharpened} sharpened"
+        );
+    }
+
+    #[test]
+    fn check_refuses_strengths_that_would_break_a_draw() {
+        assert!(AugmentConfig::default().check().is_ok());
+        assert!(AugmentConfig::none().check().is_ok());
+        for broken in [
+            AugmentConfig {
+                sharpen: -2.0,
+                ..AugmentConfig::default()
+            },
+            AugmentConfig {
+                blur: f32::NAN,
+                ..AugmentConfig::default()
+            },
+            AugmentConfig {
+                scale: 1.0,
+                ..AugmentConfig::default()
+            },
+        ] {
+            let message = broken.check().unwrap_err();
+            assert!(message.starts_with("augment."), "{message}");
+        }
     }
 
     #[test]
