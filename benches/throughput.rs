@@ -71,7 +71,7 @@ enum Mode {
     /// Batched forward passes in inference mode.
     Infer {
         /// The engine to time.
-        #[arg(long, value_enum, default_value_t = Engine::Burn)]
+        #[arg(long, value_enum, default_value_t = Engine::Native)]
         engine: Engine,
         /// Timed batches after two untimed ones.
         #[arg(long, default_value_t = 12)]
@@ -574,6 +574,7 @@ fn random_bundle() -> anyhow::Result<Bundle> {
         best_epoch: 0,
         epochs_run: 0,
         validation,
+        stressed_validation: None,
     };
     Ok(Bundle::from_model(model, card)?)
 }

@@ -67,6 +67,11 @@ pub struct Card {
     pub epochs_run: usize,
     /// Figures on the validation split at the stored threshold.
     pub validation: Metrics,
+    /// Figures at the stored threshold on perturbed copies of the validation images (see
+    /// [`crate::training::TrainConfig::threshold_stress_copies`]): how the model holds up when image statistics
+    /// change. Absent when no copies were made.
+    #[serde(default)]
+    pub stressed_validation: Option<Metrics>,
 }
 
 /// Where a model's data came from.

@@ -497,6 +497,7 @@ pub(crate) mod tests {
                 fn_: 45,
                 threshold: 0.5,
             },
+            stressed_validation: None,
         }
     }
 

@@ -395,6 +395,15 @@ fn train(
         100.0 * band.validation_share,
         band.validation_accuracy_outside
     );
+    if let Some(stressed) = &card.stressed_validation {
+        println!(
+            "perturbed   {} copies of validation: AUC {:.4}, sensitivity {:.4}, specificity {:.4}",
+            card.training.threshold_stress_copies,
+            stressed.auc,
+            stressed.sensitivity,
+            stressed.specificity
+        );
+    }
     print_metrics(&card.validation, &card.model_id);
     Ok(ExitCode::SUCCESS)
 }

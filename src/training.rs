@@ -83,6 +83,13 @@ pub struct TrainConfig {
     pub refer_target_accuracy: f64,
     /// Which code computes the training steps.
     pub engine: Engine,
+    /// Perturbed copies of every validation image (training's augmentation, with seeds of
+    /// their own) scored beside the clean images when the threshold is chosen, clean and
+    /// perturbed images weighing half each. The threshold then sits where the classes stay
+    /// apart when exposure, contrast, sharpness, position and the squash of the image change,
+    /// not only where the clean validation images happen to leave a gap. 0 chooses on the clean
+    /// images alone.
+    pub threshold_stress_copies: usize,
 }
 
 impl Default for TrainConfig {
@@ -104,6 +111,7 @@ impl Default for TrainConfig {
             threshold_rule: ThresholdRule::Youden,
             refer_target_accuracy: 0.99,
             engine: Engine::Native,
+            threshold_stress_copies: 4,
         }
     }
 }
@@ -112,6 +120,7 @@ impl TrainConfig {
     /// Checks every value is usable before any work starts.
     pub fn check(&self) -> Result<()> {
         self.network.check()?;
+        self.augment.check().map_err(Error::Config)?;
         Preprocessing::new(self.input_size).check_supported()?;
         let bad = |what: String| Err(Error::Config(what));
         if self.epochs == 0 || self.batch_size == 0 {
@@ -259,6 +268,8 @@ pub fn train(
         &preprocessing,
         "decoding validation images",
     )?;
+    let validation_raw =
+        (config.threshold_stress_copies > 0).then(|| validation_set.pixels.clone());
     for image in &mut validation_set.pixels {
         normalize(image);
     }
@@ -410,6 +421,7 @@ pub fn train(
         config,
         &split,
         &validation_set,
+        validation_raw.as_deref(),
         best.2,
         epochs_run,
     )?;
@@ -428,19 +440,22 @@ pub fn train(
     })
 }
 
-/// Fits temperature and threshold on validation and assembles the card.
+/// Fits temperature and threshold on validation and assembles the card. `validation_raw`
+/// holds the validation images before standardisation, for the perturbed copies the threshold
+/// is also chosen on (`None` when [`TrainConfig::threshold_stress_copies`] is 0).
 fn finish_bundle(
     model: PneumoNet,
     config: &TrainConfig,
     split: &data::TrainValidation,
     validation_set: &ImageSet,
+    validation_raw: Option<&[Vec<f32>]>,
     best_epoch: usize,
     epochs_run: usize,
 ) -> Result<Bundle> {
     let model = model.valid();
     let size = config.input_size as usize;
-    let logits =
-        NativeNetwork::from_model(&model, &config.network, size)?.logits(&validation_set.pixels)?;
+    let network = NativeNetwork::from_model(&model, &config.network, size)?;
+    let logits = network.logits(&validation_set.pixels)?;
     let truth: Vec<bool> = validation_set
         .labels
         .iter()
@@ -449,9 +464,39 @@ fn finish_bundle(
 
     let temperature = fit_temperature(&logits, &truth);
     let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z / temperature)).collect();
-    let threshold = metrics::choose_threshold(&probabilities, &truth, config.threshold_rule)?
-        .clamp(1e-4, 1.0 - 1e-4);
+
+    let stressed = match validation_raw {
+        Some(raw) if config.threshold_stress_copies > 0 => {
+            let logits = stressed_logits(&network, raw, config)?;
+            let probabilities: Vec<f32> =
+                logits.iter().map(|&z| sigmoid(z / temperature)).collect();
+            let truth = truth.repeat(config.threshold_stress_copies);
+            Some((probabilities, truth))
+        }
+        _ => None,
+    };
+    let threshold = match &stressed {
+        Some((stressed_probabilities, stressed_truth)) => {
+            // The clean images are repeated as often as there are perturbed copies, so that
+            // each side weighs half: Youden's J over the union is then the mean of the clean
+            // and the perturbed J, and a sensitivity target holds on their mean sensitivity.
+            let copies = config.threshold_stress_copies;
+            let all = [
+                probabilities.repeat(copies).as_slice(),
+                stressed_probabilities,
+            ]
+            .concat();
+            let all_truth = [truth.repeat(copies).as_slice(), stressed_truth].concat();
+            metrics::choose_threshold(&all, &all_truth, config.threshold_rule)?
+        }
+        None => metrics::choose_threshold(&probabilities, &truth, config.threshold_rule)?,
+    }
+    .clamp(1e-4, 1.0 - 1e-4);
     let validation = Metrics::compute(&probabilities, &truth, threshold)?;
+    let stressed_validation = match &stressed {
+        Some((p, t)) => Some(Metrics::compute(p, t, threshold)?),
+        None => None,
+    };
     let uncertain_band = metrics::choose_uncertain_band(
         &probabilities,
         &truth,
@@ -491,8 +536,43 @@ fn finish_bundle(
         best_epoch,
         epochs_run,
         validation,
+        stressed_validation,
     };
     Bundle::from_model(model, card)
+}
+
+/// Logits of [`TrainConfig::threshold_stress_copies`] perturbed copies of every image in `raw`
+/// (validation images in `[0, 1]`, before standardisation), copy by copy: the first copy of
+/// every image, then the second, and so on. Each copy draws training's augmentation from a
+/// seed of its own, disjoint from the training batches' seeds, so the result is reproducible.
+fn stressed_logits(
+    network: &NativeNetwork,
+    raw: &[Vec<f32>],
+    config: &TrainConfig,
+) -> Result<Vec<f32>> {
+    let size = config.input_size as usize;
+    let mut logits = Vec::with_capacity(raw.len() * config.threshold_stress_copies);
+    for copy in 0..config.threshold_stress_copies {
+        let images: Vec<Vec<f32>> = raw
+            .par_iter()
+            .enumerate()
+            .map(|(index, pixels)| {
+                let seed = stress_seed(config.seed, copy, index);
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut image = config.augment.apply(pixels, size, &mut rng);
+                normalize(&mut image);
+                image
+            })
+            .collect();
+        logits.extend(network.logits(&images)?);
+    }
+    Ok(logits)
+}
+
+/// Seed of perturbed copy `copy` of validation image `index`. The top bit is never set by the
+/// training batches' seeds (epoch numbers stay far below 2^23), so the two never meet.
+fn stress_seed(run_seed: u64, copy: usize, index: usize) -> u64 {
+    run_seed ^ (1 << 63) ^ ((copy as u64) << 32) ^ index as u64
 }
 
 /// `split/CLASS/file` of a sample, the dataset-relative name used in cards and split lists.

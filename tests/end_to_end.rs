@@ -114,6 +114,19 @@ fn trains_predicts_and_evaluates_on_generated_images() {
     let epochs = pneumo::training::read_metrics(&run).unwrap();
     assert_eq!(epochs.len(), card.epochs_run);
 
+    // The threshold was also chosen on perturbed copies of every validation image, and the
+    // card says how the model fared on them.
+    let stressed = card
+        .stressed_validation
+        .as_ref()
+        .expect("figures on perturbed validation copies");
+    assert_eq!(
+        stressed.n,
+        card.validation.n * card.training.threshold_stress_copies
+    );
+    assert_eq!(stressed.threshold, card.threshold);
+    assert!(stressed.auc > 0.5, "perturbed AUC {}", stressed.auc);
+
     // The bundle round-trips through disk with the same card and the same answers.
     let loaded = Bundle::load(&outcome.bundle_dir).unwrap();
     assert_eq!(&loaded.card, card);
