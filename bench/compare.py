@@ -4,7 +4,7 @@
 Called by scripts/bench.sh after it has built everything; see docs/benchmark.md.
 
     python3 bench/compare.py --bench-exe PATH --pneumo PATH [--threads 2] [--runs 3]
-                             [--engines burn,native] [--steps 12] [--warmup 3]
+                             [--engines native,burn] [--steps 12] [--warmup 3]
                              [--latency-runs 20] [--image FILE] [--out FILE]
 
 Every measurement runs in a fresh process with the same thread count (RAYON_NUM_THREADS for
@@ -100,8 +100,8 @@ def busy_cores(seconds=2.0):
 
 
 def one_run(args, env, fixtures):
-    """One full set of measurements; returns the raw JSON of both sides. An engine that cannot
-    train (not built yet, say) is recorded with its error rather than stopping the run."""
+    """One full set of measurements; returns the raw JSON of both sides. An engine whose training
+    fails is recorded with its error rather than stopping the run."""
     bench = [args.bench_exe]
     torch = [sys.executable, REFERENCE, "--threads", str(args.threads)]
     steps = ["--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -116,7 +116,8 @@ def one_run(args, env, fixtures):
             result["pneumo_train"][engine] = {"error": str(error)}
     result["torch_train"] = run_json(torch + ["train-bench"] + steps, env)
     iterations = ["--iterations", str(args.iterations)]
-    result["pneumo_infer"] = run_json(bench + ["infer"] + iterations, env)
+    # Inference always runs on the native engine: it is what predict, evaluate and serve use.
+    result["pneumo_infer"] = run_json(bench + ["infer", "--engine", "native"] + iterations, env)
     result["torch_infer"] = run_json(torch + ["infer-bench"] + iterations, env)
     gemm = ["gemm", "--size", str(args.gemm_size)]
     result["pneumo_gemm"] = run_json(bench + gemm, env)
@@ -352,7 +353,7 @@ def main():
     parser.add_argument("--threads", type=positive, default=2)
     parser.add_argument("--runs", type=positive, default=3,
                         help="repetitions of the whole set; the table shows medians")
-    parser.add_argument("--engines", type=engine_list, default=["burn"],
+    parser.add_argument("--engines", type=engine_list, default=["native"],
                         help="pneumo training engines to time, comma-separated (burn, native)")
     parser.add_argument("--steps", type=positive, default=12, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed training steps first")
