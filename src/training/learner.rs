@@ -16,8 +16,10 @@ use crate::model::PneumoNet;
 use crate::native::NativeTrainer;
 
 /// Which code computes the training steps. Both train the same network with the same loss and
-/// the same AdamW update; their dropout masks and rounding differ, so runs are reproducible
-/// within one engine, not across them.
+/// the same AdamW update; their dropout masks and rounding differ. The native engine is not
+/// bit-reproducible across runs: its threads add floating-point partial results in varying
+/// order, so two runs with one seed follow close but different paths (reductions in a fixed
+/// order would make them equal).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Engine {
