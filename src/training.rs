@@ -465,28 +465,28 @@ fn finish_bundle(
     let temperature = fit_temperature(&logits, &truth);
     let probabilities: Vec<f32> = logits.iter().map(|&z| sigmoid(z / temperature)).collect();
 
+    // Perturbed copies come copy by copy, so their labels are the clean labels repeated. The
+    // clean images are repeated as often, so that each side weighs half: Youden's J over the
+    // union is then the mean of the clean and the perturbed J, and a sensitivity target holds
+    // on their mean sensitivity.
+    let copies = config.threshold_stress_copies;
     let stressed = match validation_raw {
-        Some(raw) if config.threshold_stress_copies > 0 => {
+        Some(raw) if copies > 0 => {
             let logits = stressed_logits(&network, raw, config)?;
-            let probabilities: Vec<f32> =
-                logits.iter().map(|&z| sigmoid(z / temperature)).collect();
-            let truth = truth.repeat(config.threshold_stress_copies);
-            Some((probabilities, truth))
+            Some(
+                logits
+                    .iter()
+                    .map(|&z| sigmoid(z / temperature))
+                    .collect::<Vec<f32>>(),
+            )
         }
         _ => None,
     };
+    let stressed_truth = truth.repeat(copies);
     let threshold = match &stressed {
-        Some((stressed_probabilities, stressed_truth)) => {
-            // The clean images are repeated as often as there are perturbed copies, so that
-            // each side weighs half: Youden's J over the union is then the mean of the clean
-            // and the perturbed J, and a sensitivity target holds on their mean sensitivity.
-            let copies = config.threshold_stress_copies;
-            let all = [
-                probabilities.repeat(copies).as_slice(),
-                stressed_probabilities,
-            ]
-            .concat();
-            let all_truth = [truth.repeat(copies).as_slice(), stressed_truth].concat();
+        Some(stressed) => {
+            let all = [probabilities.repeat(copies), stressed.clone()].concat();
+            let all_truth = [stressed_truth.as_slice(), &stressed_truth].concat();
             metrics::choose_threshold(&all, &all_truth, config.threshold_rule)?
         }
         None => metrics::choose_threshold(&probabilities, &truth, config.threshold_rule)?,
@@ -494,7 +494,7 @@ fn finish_bundle(
     .clamp(1e-4, 1.0 - 1e-4);
     let validation = Metrics::compute(&probabilities, &truth, threshold)?;
     let stressed_validation = match &stressed {
-        Some((p, t)) => Some(Metrics::compute(p, t, threshold)?),
+        Some(stressed) => Some(Metrics::compute(stressed, &stressed_truth, threshold)?),
         None => None,
     };
     let uncertain_band = metrics::choose_uncertain_band(
@@ -550,23 +550,29 @@ fn stressed_logits(
     raw: &[Vec<f32>],
     config: &TrainConfig,
 ) -> Result<Vec<f32>> {
-    let size = config.input_size as usize;
     let mut logits = Vec::with_capacity(raw.len() * config.threshold_stress_copies);
     for copy in 0..config.threshold_stress_copies {
         let images: Vec<Vec<f32>> = raw
             .par_iter()
             .enumerate()
             .map(|(index, pixels)| {
-                let seed = stress_seed(config.seed, copy, index);
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                let mut image = config.augment.apply(pixels, size, &mut rng);
-                normalize(&mut image);
-                image
+                let mut rng = ChaCha8Rng::seed_from_u64(stress_seed(config.seed, copy, index));
+                network_input(pixels, config, &mut rng)
             })
             .collect();
         logits.extend(network.logits(&images)?);
     }
     Ok(logits)
+}
+
+/// The network's input for a training image or a perturbed validation copy: `pixels` (in
+/// `[0, 1]`, before standardisation) augmented with draws from `rng`, then standardised.
+fn network_input(pixels: &[f32], config: &TrainConfig, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut image = config
+        .augment
+        .apply(pixels, config.input_size as usize, rng);
+    normalize(&mut image);
+    image
 }
 
 /// Seed of perturbed copy `copy` of validation image `index`. The top bit is never set by the
@@ -696,7 +702,6 @@ pub fn make_batch(
     epoch: usize,
     step: usize,
 ) -> TrainingBatch {
-    let size = config.input_size as usize;
     let images: Vec<Vec<f32>> = indices
         .par_iter()
         .enumerate()
@@ -704,9 +709,7 @@ pub fn make_batch(
             let seed = config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 16) ^ slot as u64;
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let _warm: u32 = rng.random();
-            let mut image = config.augment.apply(&pixels[index], size, &mut rng);
-            normalize(&mut image);
-            image
+            network_input(&pixels[index], config, &mut rng)
         })
         .collect();
 
