@@ -337,6 +337,16 @@ def engine_list(text):
     return list(dict.fromkeys(engines))
 
 
+def portable(value):
+    """A path inside the working directory as a relative path, so saved results name no
+    machine's folders; any other value unchanged."""
+    if isinstance(value, str) and os.path.isabs(value):
+        relative = os.path.relpath(value)
+        if not relative.startswith(os.pardir):
+            return relative
+    return value
+
+
 def positive(text):
     """An argparse type: an integer of at least 1."""
     value = int(text)
@@ -394,8 +404,8 @@ def main():
         "versions": runs[0]["torch_train"]["versions"],
         "rustc": command_output(["rustc", "--version"]),
         "pneumo_commit": command_output(["git", "describe", "--always", "--dirty"]),
-        "settings": vars(args),
-        "fixtures": fixtures,
+        "settings": {key: portable(value) for key, value in vars(args).items()},
+        "fixtures": {key: portable(value) for key, value in fixtures.items()},
         "image_size": None if args.image else made["image_size"],
     }
     print_table(rows, runs, meta, parity)
